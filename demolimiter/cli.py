@@ -1,0 +1,180 @@
+"""Command line.
+
+    python -m demolimiter [--nodes 3] [--base-port 8081] [--node-names a,b,c] [COMMON]   # a cluster
+    python -m demolimiter node [--port 8081] [--node-name NAME] [COMMON]                # one node (containers)
+    COMMON: [--host 127.0.0.1] [--backend memory|redis] [--redis-url redis://127.0.0.1:6379/0]
+            [--redis-failure open|closed] [--redis-timeout 0.5] [--redis-prefix demolimiter]
+            [--algorithm token-bucket|fixed-window] [--limit 100] [--window 1] [--burst N]
+            [--key-header X-Api-Key] [--scope global|per-node] [--no-retry-after]
+
+Once every node listens, one line goes to stdout: ``READY http://127.0.0.1:P1,http://127.0.0.1:P2,...``.
+Bad input: one line on stderr naming the option and the fix, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
+
+from .algorithms import ALGORITHMS
+from .config import Settings, UsageError, parse_redis_url
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the message already names the option and what it accepts.
+        print(f"demolimiter: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; give an integer {bound}")
+        return value
+
+    return check
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; give a number of seconds > 0, e.g. 1 or 0.5")
+    return value
+
+
+def common(p: Parser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--backend", choices=("memory", "redis"), default="memory",
+                   help="memory: nodes share state in one process; redis: node processes share it in redis")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="redis://[user:pass@]host[:port][/db]")
+    p.add_argument("--redis-failure", choices=("open", "closed"), default="open",
+                   help="while redis is unreachable: admit (open) or answer 503 (closed)")
+    p.add_argument("--redis-timeout", type=seconds, default=0.5,
+                   help="seconds without a redis reply before the connection is dropped (default 0.5)")
+    p.add_argument("--redis-prefix", default="demolimiter", help="key prefix in redis")
+    p.add_argument("--algorithm", choices=tuple(ALGORITHMS), default="token-bucket")
+    p.add_argument("--limit", type=integer(1), default=100, help="requests per window (default 100)")
+    p.add_argument("--window", type=seconds, default=1.0, help="window in seconds (default 1)")
+    p.add_argument("--burst", type=integer(1), default=None,
+                   help="token bucket capacity (default: --limit); fixed window ignores it")
+    p.add_argument("--key-header", default="X-Api-Key", help="request header that partitions the limit")
+    p.add_argument("--scope", choices=("global", "per-node"), default="global",
+                   help="per-node: each node limits alone (deliberately broken: N nodes admit N x the limit)")
+    p.add_argument("--no-retry-after", dest="retry_after", action="store_false",
+                   help="omit Retry-After on 429/503 (deliberately non-conformant)")
+
+
+def cluster_parser() -> Parser:
+    p = Parser(prog="python -m demolimiter", description="Start a demo rate-limiter cluster; prints "
+               "'READY http://HOST:PORT,...' once every node listens.",
+               epilog="One node per process (e.g. per container): python -m demolimiter node --port P [options].")
+    p.add_argument("--nodes", type=integer(1, 64), default=3, help="number of nodes (default 3)")
+    p.add_argument("--base-port", type=integer(0, 65535), default=8081,
+                   help="node i listens on base+i (default 8081); 0 = ephemeral ports")
+    p.add_argument("--node-names", default=None, help="comma-separated node labels (default host:port)")
+    common(p)
+    return p
+
+
+def node_parser() -> Parser:
+    p = Parser(prog="python -m demolimiter node", description="Run a single node (one per container).")
+    p.add_argument("--port", type=integer(0, 65535), default=8081, help="listen port (default 8081; 0 = ephemeral)")
+    p.add_argument("--node-name", default=None, help="node label (default host:port)")
+    # The cluster command's option that chose the port, so a node's error names what its user typed.
+    p.add_argument("--port-option", default="--port", help=argparse.SUPPRESS)
+    common(p)
+    return p
+
+
+def settings_from(ns: argparse.Namespace) -> Settings:
+    header = ns.key_header
+    if not header or any(c in header for c in ' \t\r\n:()<>@,;\\"/[]?={}') or not header.isascii():
+        raise UsageError(f"--key-header: {header!r} is not a header name; give a token such as X-Api-Key")
+    if ns.backend == "redis":
+        parse_redis_url(ns.redis_url)
+    if not ns.redis_prefix or any(c.isspace() for c in ns.redis_prefix):
+        raise UsageError("--redis-prefix: must be non-empty without spaces; e.g. demolimiter")
+    burst = ns.burst
+    if burst is not None and ns.algorithm == "fixed-window":
+        print("demolimiter: note: --burst has no effect with --algorithm fixed-window", file=sys.stderr)
+        burst = None
+    return Settings(
+        host=ns.host, backend=ns.backend, redis_url=ns.redis_url, redis_failure=ns.redis_failure,
+        redis_timeout=ns.redis_timeout, redis_prefix=ns.redis_prefix, algorithm=ns.algorithm, limit=ns.limit,
+        window=ns.window, burst=burst, key_header=header, scope=ns.scope, retry_after=ns.retry_after,
+    )
+
+
+def label_ok(name: str) -> bool:
+    return bool(name) and name.isprintable() and "," not in name
+
+
+def run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["node"]:
+            return node_main(args[1:])
+        return cluster_main(args[1:] if args[:1] == ["cluster"] else args)
+    except UsageError as exc:
+        print(f"demolimiter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def node_main(args: list[str]) -> int:
+    from .cluster import follow_parent
+    from .server import serve
+
+    ns = node_parser().parse_args(args)
+    settings = settings_from(ns)
+    if ns.node_name is not None and not label_ok(ns.node_name):
+        raise UsageError(f"--node-name: {ns.node_name!r} is not usable; give a printable name without commas")
+    follow_parent()
+    return run(serve(settings, [ns.port], [ns.node_name], ns.port_option))
+
+
+def cluster_main(args: list[str]) -> int:
+    from .cluster import supervise
+    from .server import serve
+
+    ns = cluster_parser().parse_args(args)
+    settings = settings_from(ns)
+    n = ns.nodes
+    if ns.base_port and ns.base_port + n - 1 > 65535:
+        raise UsageError(f"--base-port: {ns.base_port} + {n} nodes passes 65535; give a base port <= {65536 - n}")
+    ports = [ns.base_port + i if ns.base_port else 0 for i in range(n)]
+    names: list[str | None] = [None] * n
+    if ns.node_names is not None:
+        given = [s.strip() for s in ns.node_names.split(",")]
+        if len(given) != n or not all(map(label_ok, given)) or len(set(given)) != n:
+            raise UsageError(f"--node-names: give {n} distinct comma-separated names (one per --nodes)")
+        names = list(given)
+    if settings.backend == "memory":
+        return run(serve(settings, ports, names, "--base-port"))
+    # Separate processes share only redis, like real replicas; plain asyncio suffices for supervising.
+    return asyncio.run(supervise(settings, ports, names))

@@ -1,0 +1,77 @@
+"""Validated settings shared by the cluster command and single nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+
+class UsageError(Exception):
+    """Bad input: a one-line message naming the option and the fix (the CLI exits 2 on it)."""
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a node needs to decide and answer; identical on every node of a cluster."""
+
+    host: str = "127.0.0.1"
+    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_failure: str = "open"
+    redis_timeout: float = 0.5
+    redis_prefix: str = "demolimiter"
+    algorithm: str = "token-bucket"
+    limit: int = 100
+    window: float = 1.0
+    burst: int | None = None
+    key_header: str = "X-Api-Key"
+    scope: str = "global"
+    retry_after: bool = True
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.limit
+
+    def node_args(self) -> list[str]:
+        """The options that make a ``node`` subprocess behave exactly like these settings."""
+        args = [
+            "--host", self.host, "--backend", self.backend, "--redis-url", self.redis_url,
+            "--redis-failure", self.redis_failure, "--redis-timeout", repr(self.redis_timeout),
+            "--redis-prefix", self.redis_prefix, "--algorithm", self.algorithm, "--limit", str(self.limit),
+            "--window", repr(self.window), "--key-header", self.key_header, "--scope", self.scope,
+        ]
+        if self.burst is not None:
+            args += ["--burst", str(self.burst)]
+        if not self.retry_after:
+            args.append("--no-retry-after")
+        return args
+
+
+def parse_redis_url(url: str) -> RedisUrl:
+    parts = urlsplit(url)
+    fix = "use redis://[user:password@]host[:port][/db]"
+    if parts.scheme != "redis":
+        raise UsageError(f"--redis-url: unsupported scheme {parts.scheme!r}; {fix}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise UsageError(f"--redis-url: bad port in {url!r}; {fix}") from None
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise UsageError(f"--redis-url: database {path!r} is not a number; {fix}")
+    return RedisUrl(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        db=int(path or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )

@@ -1,0 +1,64 @@
+"""What a response means for a rate-limiter test: admitted, limited, or an error of some kind.
+
+200 is admitted. A rejection status (429 by default; nginx's limit_req answers 503) is limited: proof that the
+limiter works, so Locust counts it as a success. Anything else is an error and a Locust failure, labelled by a
+small fixed set of kinds so the failure table and the Prometheus series stay bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+ALLOWED = "allowed"
+LIMITED = "limited"
+ERROR = "error"
+OUTCOMES = (ALLOWED, LIMITED, ERROR)
+
+ADMITTED_STATUS = 200
+
+# error kinds, the `kind` label of rlsuite_errors_total
+REFUSED = "refused"
+TIMEOUT = "timeout"
+RESET = "reset"
+HTTP_4XX = "http_4xx"
+HTTP_5XX = "http_5xx"
+HTTP_OTHER = "http_other"
+TRANSPORT = "transport"
+ERROR_KINDS = (REFUSED, TIMEOUT, RESET, HTTP_4XX, HTTP_5XX, HTTP_OTHER, TRANSPORT)
+
+
+def outcome_of(status: int, error: BaseException | None, rejection_statuses: Collection[int]) -> str:
+    """Outcome of one request. ``status`` is 0 when no response arrived (then ``error`` says why)."""
+    if status == ADMITTED_STATUS and error is None:
+        return ALLOWED
+    if status in rejection_statuses:
+        return LIMITED
+    return ERROR
+
+
+def error_kind(status: int, error: BaseException | None) -> str:
+    """Kind of a failed request, from its status (0 = no response) and the transport error, if any."""
+    if status:
+        if 400 <= status < 500:
+            return HTTP_4XX
+        if 500 <= status < 600:
+            return HTTP_5XX
+        return HTTP_OTHER
+    # geventhttpclient surfaces some socket errors wrapped in its own ConnectionError, and gevent's Timeout is
+    # not an OSError, so the class name and message are checked too
+    text = f"{type(error).__name__} {error}".lower()
+    if isinstance(error, ConnectionRefusedError) or "refused" in text:
+        return REFUSED
+    if isinstance(error, TimeoutError) or "timeout" in text or "timed out" in text:
+        return TIMEOUT
+    if isinstance(error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return RESET
+    return TRANSPORT
+
+
+def failure_message(status: int, error: BaseException | None) -> str:
+    """A stable failure message for Locust's failure table: grouped by kind and status, never by free text."""
+    kind = error_kind(status, error)
+    if status:
+        return f"{kind}: HTTP {status}"
+    return f"{kind}: {type(error).__name__}" if error is not None else kind

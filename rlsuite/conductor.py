@@ -1,0 +1,116 @@
+"""The master's (or standalone process's) side of a run: plans, shares, users, and when the run ends.
+
+The shape calls ``begin()`` on the first tick of a run and ``tick()`` about once a second after that. Each run gets a
+wall-clock start ``t0`` on a whole second, a little ahead so workers have the plan and users before the first slot
+is due; whole seconds make per-second counts line up with stage boundaries and with fixed limiter windows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlsuite import schedule as schedule_module
+from rlsuite import targets as targets_module
+from rlsuite.metrics import Status
+from rlsuite.plan import MESSAGE, Plan
+from rlsuite.tally import Totals
+
+LEAD_SECONDS = 0.5  # at least this long between the first tick and t0
+CONCURRENCY_BUDGET_SECONDS = 0.05  # default users = peak requests/s x this (requests in flight at 50 ms latency)
+MIN_USERS = 10
+
+
+def default_users(peak_rps: float) -> int:
+    return max(MIN_USERS, math.ceil(peak_rps * CONCURRENCY_BUDGET_SECONDS))
+
+
+class Conductor:
+    def __init__(
+        self,
+        runner: Any,
+        totals: Totals,
+        status: Status,
+        apply_locally: Callable[[Plan], object],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._runner = runner
+        self._totals = totals
+        self._status = status
+        self._apply_locally = apply_locally  # standalone: hand the plan to our own pacer (a master sends it)
+        self._clock = clock
+        self.plan: Plan | None = None
+        self.run_id = 0
+        self._shares: tuple[str, ...] = ()
+
+    @property
+    def distributed(self) -> bool:
+        return hasattr(self._runner, "clients")
+
+    def begin(self, opts: Any) -> Plan:
+        """Start a new run from the current options; raises OptionError for a bad value."""
+        schedule = schedule_module.from_options(opts)
+        targets = targets_module.from_options(opts)
+        self.run_id += 1
+        t0 = math.ceil(self._clock() + LEAD_SECONDS)
+        self.plan = Plan(self.run_id, time.time_ns(), t0, schedule, targets)
+        self._totals.start_run(self.run_id, [n.name for n in targets.nodes])
+        self._status.running = True
+        self._status.run_started = t0
+        self._shares = ()
+        self._share_out()
+        return self.plan
+
+    def tick(self, opts: Any) -> tuple[int, float] | None:
+        """Users and spawn rate for Locust, or None once the run (and its last responses) is over."""
+        plan = self.plan
+        if plan is None:
+            return None
+        now = self._clock()
+        if plan.end is not None and now >= plan.end + plan.targets.timeout + 0.5:
+            self.end()
+            return None
+        self._share_out()
+        elapsed = now - plan.t0
+        stage = plan.schedule.stage_at(elapsed)
+        self._status.mode = stage.mode
+        self._status.target_rps = stage.rps if elapsed >= 0 and (plan.end is None or now < plan.end) else 0.0
+        workers = max(1, len(self._shares))
+        wanted = opts.num_users or default_users(plan.schedule.peak_rps)  # -u: peak requests in flight
+        users = math.ceil(max(wanted, workers) / workers) * workers  # equal users on every worker
+        return users, float(opts.spawn_rate)
+
+    def end(self) -> None:
+        self._status.running = False
+        self._status.target_rps = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of load so far in the current or last run (0 before t0, capped at the run time)."""
+        plan = self.plan
+        if plan is None:
+            return 0.0
+        elapsed = max(0.0, self._clock() - plan.t0)
+        return elapsed if plan.schedule.run_time is None else min(elapsed, plan.schedule.run_time)
+
+    def _workers(self) -> tuple[str, ...]:
+        if not self.distributed:
+            return ("local",)
+        clients = self._runner.clients
+        return tuple(sorted(c.id for c in (*clients.ready, *clients.spawning, *clients.running)))
+
+    def _share_out(self) -> None:
+        """Split the slots over the workers connected now; resend when that set changed (joins, losses)."""
+        workers = self._workers()
+        if workers == self._shares or self.plan is None or not workers:
+            return
+        self._shares = workers
+        version = time.time_ns()
+        if not self.distributed:
+            self._apply_locally(self.plan.with_share(0, 1, version))
+            return
+        sent_at = self._clock()
+        for index, client_id in enumerate(workers):
+            share = self.plan.with_share(index, len(workers), version)
+            self._runner.send_message(MESSAGE, share.to_message(sent_at), client_id=client_id)

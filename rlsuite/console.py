@@ -1,0 +1,100 @@
+"""What the suite prints: a status line every --stats-interval seconds, and a summary at the end of each run.
+
+Both are pure functions of the run's counts and schedule, so they are tested without running anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlsuite import options
+from rlsuite.classify import OUTCOMES
+from rlsuite.schedule import MODES, Schedule, Stage
+from rlsuite.tally import RunView
+
+
+def add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("Console output")
+    options.add(
+        group,
+        "stats-interval",
+        type=float,
+        default=10.0,
+        help="Seconds between status lines (mode, target vs achieved requests/s, outcome counts); 0 = none.",
+    )
+
+
+def check_options(opts: Any) -> None:
+    options.number(opts, "stats-interval", minimum=0)
+
+
+def status_line(
+    mode: str, elapsed: float, target_rps: float, achieved_rps: float, run: RunView, window: tuple[float, float]
+) -> str:
+    """One line, as the old generator printed: mode, target vs achieved rate, outcome counts so far."""
+    allowed, limited, error = (run.count(outcome=o) for o in OUTCOMES)
+    lo, hi = window
+    return (
+        f"[rlsuite] {mode.upper():<6} t={elapsed:5.0f}s  target {target_rps:8.1f}/s  achieved {achieved_rps:8.1f}/s"
+        f" (requests started {lo:.0f}-{hi:.0f}s)  allowed {allowed}  limited {limited}  error {error}"
+    )
+
+
+def stage_rates(run: RunView, schedule: Schedule, t0: float, elapsed: float) -> list[tuple[Stage, float]]:
+    """Achieved requests/s of every stage that ran to its end, counted by request start time.
+
+    ``t0`` and stage boundaries are whole seconds, so the per-second counts split exactly at stage boundaries.
+    """
+    out = []
+    for stage in schedule.stages(until=elapsed):
+        if stage.end <= elapsed + 1e-9 and stage.duration > 0:
+            started = sum(run.started_between(t0 + stage.start, t0 + stage.end))
+            out.append((stage, started / stage.duration))
+    return out
+
+
+def summary(
+    run: RunView, schedule: Schedule, t0: float, elapsed: float, nodes: list[str], locust_requests: int | None
+) -> str:
+    """The end-of-run table: per mode x outcome, achieved vs target rate per mode and per stage, and per node."""
+    seconds = schedule.mode_seconds(elapsed)
+    total = run.count()
+    lines = [
+        f"Rate-limiter summary: {len(nodes)} node(s), {elapsed:.0f}s of load "
+        f"(steady {seconds['steady']:.0f}s, burst {seconds['burst']:.0f}s), {total} requests",
+        f"{'Mode':<8}{'Outcome':<9}{'Requests':>10}{'Req/s':>10}{'Share':>9}",
+    ]
+    for mode in MODES:
+        in_mode = run.count(mode=mode)
+        for outcome in OUTCOMES:
+            n = run.count(mode=mode, outcome=outcome)
+            lines.append(f"{mode:<8}{outcome:<9}{n:>10}{_rate(n, seconds[mode]):>10.1f}{_share(n, in_mode):>9}")
+    lines.append(f"{'Mode':<8}{'Target/s':>12}{'Achieved/s':>12}{'Ratio':>8}")
+    for mode in MODES:
+        target = schedule.steady_rps if mode == "steady" else schedule.burst_rps
+        achieved = _rate(run.count(mode=mode), seconds[mode])
+        ratio = f"{achieved / target:.3f}" if seconds[mode] > 0 else "-"
+        lines.append(f"{mode:<8}{target:>12.1f}{achieved:>12.1f}{ratio:>8}")
+    rates = stage_rates(run, schedule, t0, elapsed)
+    if rates:
+        ratios = [(achieved / stage.rps, stage) for stage, achieved in rates]
+        (lo, lo_stage), (hi, hi_stage) = min(ratios, key=lambda r: r[0]), max(ratios, key=lambda r: r[0])
+        lines.append(
+            f"Stage rates: {len(rates)} stages; achieved/target from {lo:.3f} (stage {lo_stage.index}, "
+            f"{lo_stage.mode}) to {hi:.3f} (stage {hi_stage.index}, {hi_stage.mode})"
+        )
+    lines.append(f"{'Node':<24}{'Allowed':>9}{'Limited':>9}{'Error':>8}{'Share':>9}")
+    for node in nodes:
+        counts = [run.count(node=node, outcome=o) for o in OUTCOMES]
+        lines.append(f"{node:<24}{counts[0]:>9}{counts[1]:>9}{counts[2]:>8}{_share(sum(counts), total):>9}")
+    if locust_requests is not None:
+        lines.append(f"Locust counted {locust_requests} requests; the suite counted {total}.")
+    return "\n".join(lines)
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else 0.0
+
+
+def _share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "-"

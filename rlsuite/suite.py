@@ -1,0 +1,291 @@
+"""Wiring the suite into a Locust environment: options, per-role listeners, console and export.
+
+``register(events)`` is all a locustfile calls at import; everything else happens in ``init``, per role:
+
+- every process that sends requests (standalone or worker) counts them in a ``Tally``;
+- a worker adopts the plans the master sends and ships its tally deltas in ``report_to_master``;
+- the master (or standalone process) validates the options before any user starts, owns the ``Conductor``, merges
+  deltas into ``Totals``, prints the status line and summary, and is the only one serving /metrics.
+"""
+
+from __future__ import annotations
+
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
+
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import gevent
+
+from rlsuite import console, exporter, schedule, targets
+from rlsuite.classify import ALLOWED, ERROR, LIMITED, error_kind
+from rlsuite.conductor import Conductor, default_users
+from rlsuite.metrics import Status, TotalsCollector, build_registry
+from rlsuite.options import OptionError
+from rlsuite.pacing import Pacer
+from rlsuite.plan import MESSAGE, Plan
+from rlsuite.tally import DELTA_KEY, Tally, Totals
+from rlsuite.users import CONTEXT_KEY
+
+logger = logging.getLogger(__name__)
+
+# Clocks closer than this are treated as the same clock: a correction would only add the message latency.
+CLOCK_SKEW_TOLERANCE = 0.05
+# Users per second; Locust warns above 100 per worker. Pacing does not depend on it: slots are sent on time by
+# whichever users exist.
+DEFAULT_SPAWN_RATE = 100.0
+
+
+def register(events: Any) -> None:
+    events.init_command_line_parser.add_listener(add_arguments)
+    events.init.add_listener(_on_init)
+
+
+def add_arguments(parser: Any) -> None:
+    targets.add_arguments(parser)
+    schedule.add_arguments(parser)
+    exporter.add_arguments(parser)
+    console.add_arguments(parser)
+
+
+def check_options(opts: Any) -> None:
+    """Every option check; raises OptionError with a one-line message."""
+    targets.from_options(opts)
+    schedule.from_options(opts)
+    exporter.check_options(opts)
+    console.check_options(opts)
+
+
+def fail_fast(error: OptionError) -> None:
+    """Bad input: one line naming the option and the fix, exit code 2, nothing started."""
+    sys.stderr.write(f"error: {error}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+class Suite:
+    """Per-environment state; reach it as ``environment.rlsuite``."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.pacer = Pacer()
+        self.tally = Tally()
+        self.totals = Totals()
+        self.status = Status()
+        self.conductor: Conductor | None = None
+        self.exporter: exporter.Exporter | None = None
+        self._printer: gevent.Greenlet | None = None
+        self._summarised_run = 0
+        self._worker_clock_offset = 0.0
+
+    @property
+    def runner(self) -> Any:
+        return self.environment.runner
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    # -- counting (standalone and workers) ---------------------------------------------------------------------
+
+    def on_request(
+        self, context: dict, exception: Any, response_time: float, start_time: float, response: Any, **_: Any
+    ) -> None:
+        slot = context.get(CONTEXT_KEY)
+        if slot is None:
+            return  # not one of ours
+        if exception is None:
+            outcome, kind = (ALLOWED if response.status_code == 200 else LIMITED), None
+        else:
+            outcome = ERROR
+            kind = error_kind(response.status_code or 0, getattr(response, "error", None) or exception)
+        self.tally.record(slot.mode, outcome, slot.node.name, response_time / 1000.0, start_time, kind)
+
+    def current_run_id(self) -> int:
+        plan = self.pacer.plan
+        return plan.run_id if plan is not None else self.totals.run.run_id
+
+    def sync(self) -> None:
+        """Bring the totals up to date: a standalone process drains its own tally (a master gets worker deltas)."""
+        if not self.is_master and not self.is_worker:
+            self.totals.absorb(self.tally.drain(self.current_run_id()))
+
+    # -- worker side -------------------------------------------------------------------------------------------
+
+    def on_plan_message(self, environment: Any, msg: Any, **_: Any) -> None:
+        offset = time.time() - msg.data["sent_at"]
+        self._worker_clock_offset = offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0
+        plan = Plan.from_message(msg.data, self._worker_clock_offset)
+        if self.pacer.apply(plan):
+            logger.debug("adopted plan v%s: share %s/%s", plan.version, plan.share_index, plan.share_count)
+
+    def on_report_to_master(self, data: dict, **_: Any) -> None:
+        data[DELTA_KEY] = self.tally.drain(self.current_run_id())
+
+    # -- master / standalone side ------------------------------------------------------------------------------
+
+    def on_worker_report(self, data: dict, **_: Any) -> None:
+        delta = data.get(DELTA_KEY)
+        if delta:
+            self.totals.absorb(delta)
+
+    def begin_run(self) -> bool:
+        """Called by the shape on the first tick of a run. False (and an error logged) for a bad option."""
+        try:
+            plan = self.conductor.begin(self.environment.parsed_options)
+        except OptionError as e:
+            logger.error("error: %s", e)
+            return False
+        start = time.strftime("%H:%M:%S", time.localtime(plan.t0))
+        length = "until stopped" if plan.end is None else f"for {plan.schedule.run_time:g}s"
+        logger.info(
+            "rlsuite: run %s sends load from %s %s to %s",
+            plan.run_id,
+            start,
+            length,
+            ", ".join(n.name for n in plan.targets.nodes),
+        )
+        self._start_printer()
+        return True
+
+    def _start_printer(self) -> None:
+        self._stop_printer()
+        interval = float(self.environment.parsed_options.stats_interval)
+        if interval > 0:
+            self._printer = gevent.spawn(self._print_status_every, interval)
+
+    def _stop_printer(self) -> None:
+        if self._printer is not None:
+            self._printer.kill(block=False)
+            self._printer = None
+
+    def _print_status_every(self, interval: float) -> None:
+        # A master only learns of requests when workers report (every 3 s), so its window lags further behind.
+        lag = 4.0 if self.is_master else 1.0
+        while True:
+            gevent.sleep(interval)
+            plan = self.conductor.plan
+            if plan is None:
+                continue
+            self.sync()
+            now = time.time()
+            hi = int(now - lag)
+            lo = max(hi - interval, plan.t0)
+            if hi <= lo:
+                continue
+            started = self.totals.run.started_between(lo, hi)
+            target = (plan.schedule.offered(hi - plan.t0) - plan.schedule.offered(lo - plan.t0)) / (hi - lo)
+            mode = plan.schedule.stage_at(now - plan.t0).mode
+            print(
+                console.status_line(
+                    mode, now - plan.t0, target, sum(started) / (hi - lo), self.totals.run, (lo - plan.t0, hi - plan.t0)
+                ),
+                flush=True,
+            )
+
+    def summarise(self) -> None:
+        """Print the summary of the current run, once."""
+        plan = self.conductor.plan if self.conductor else None
+        if plan is None or self._summarised_run == plan.run_id:
+            return
+        self._summarised_run = plan.run_id
+        self.sync()
+        stats = self.runner.stats.total
+        text = console.summary(
+            self.totals.run,
+            plan.schedule,
+            plan.t0,
+            self.conductor.elapsed(),
+            [n.name for n in plan.targets.nodes],
+            stats.num_requests,
+        )
+        where = f"\nPrometheus metrics: {self.exporter.url}" if self.exporter and self.exporter.url else ""
+        print(f"\n{text}{where}\n", flush=True)
+
+    def on_test_stop(self, **_: Any) -> None:
+        self._stop_printer()
+        self.pacer.clear()
+        if self.conductor is not None:
+            self.conductor.end()
+        if self.environment.parsed_options.headless:
+            return  # the summary waits for the final worker reports, which arrive at quit
+        # Web UI: a master hears the workers' last deltas within one report interval.
+        gevent.spawn_later(3.5 if self.is_master else 0.0, self.summarise)
+
+    def on_quitting(self, environment: Any, **_: Any) -> None:
+        runner = self.runner
+        if runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            # SIGTERM/SIGINT: Locust fires `quitting` before it stops the runner; stop first, so the workers'
+            # final reports are merged before the summary and the last scrape.
+            runner.quit()
+        self._stop_printer()
+        self.summarise()
+        if self.exporter is not None:
+            linger = float(environment.parsed_options.metrics_linger)
+            if linger > 0 and self.exporter.url:
+                logger.info("rlsuite: waiting up to %gs for a last scrape of %s", linger, self.exporter.url)
+                scraped = self.exporter.linger(linger)
+                logger.info("rlsuite: %s", "final counts scraped" if scraped else "no scrape came; exiting")
+            self.exporter.stop()
+
+
+def _stop_on_sigterm(runner: Any) -> None:
+    logger.info("Got SIGTERM signal: stopping the run")
+    gevent.spawn(runner.quit)
+
+
+def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None:
+    suite = Suite(environment)
+    environment.rlsuite = suite
+    events = environment.events
+    opts = environment.parsed_options
+    if isinstance(runner, WorkerRunner):
+        # Workers know only the CLI defaults until a run starts: they take everything from the master's plan.
+        runner.register_message(MESSAGE, suite.on_plan_message)
+        events.request.add_listener(suite.on_request)
+        events.report_to_master.add_listener(suite.on_report_to_master)
+        events.test_stop.add_listener(lambda **_: suite.pacer.clear())
+        return
+
+    try:
+        check_options(opts)
+    except OptionError as e:
+        fail_fast(e)
+    if opts.num_users is None:
+        # -u is the number of users = requests in flight at most; Locust's headless default of 1 would serialise
+        # every request, so default to what the peak rate needs at 50 ms latency.
+        opts.num_users = default_users(schedule.from_options(opts).peak_rps)
+    if opts.spawn_rate is None:
+        opts.spawn_rate = DEFAULT_SPAWN_RATE  # Locust's headless default of 1/s would take minutes to ramp
+
+    suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
+    suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
+    if web_ui is not None:
+        suite.exporter.mount(web_ui)
+    elif getattr(opts, "headless", False) or getattr(opts, "autostart", False):
+        host = "" if opts.web_host in ("*", None) else opts.web_host
+        try:
+            url = suite.exporter.serve(host, int(opts.metrics_port))
+        except OptionError as e:
+            fail_fast(e)
+        logger.info("rlsuite: Prometheus metrics at %s", url)
+
+    if getattr(opts, "headless", False):
+        # Locust installs its SIGTERM handler only after a headless shape run has finished (main.py joins the
+        # shape greenlet first), so until then SIGTERM would kill the process with nothing printed or exported.
+        # Stopping the runner ends the shape run; Locust then shuts down as usual (quitting: summary, export).
+        gevent.signal_handler(signal.SIGTERM, lambda: _stop_on_sigterm(runner))
+
+    if isinstance(runner, MasterRunner):
+        events.worker_report.add_listener(suite.on_worker_report)
+    else:
+        events.request.add_listener(suite.on_request)
+    events.test_stop.add_listener(suite.on_test_stop)
+    events.quitting.add_listener(suite.on_quitting)

@@ -1,0 +1,138 @@
+"""Per-request counting (hot path) and the totals it adds up to.
+
+Every process that sends requests records into a ``Tally``: plain dict increments, no Prometheus call and no lock
+(gevent is cooperative). Workers ``drain()`` it into each ``report_to_master`` message; the master (or a standalone
+process, draining its own tally) merges those deltas into ``Totals``, which only ever grow: Prometheus counters
+and the per-run summary are read from there.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+from rlsuite.classify import ALLOWED, ERROR, LIMITED, OUTCOMES
+from rlsuite.schedule import MODES
+
+# Upper bounds (seconds) of the latency histogram: a loopback limiter answers in well under a millisecond, a remote
+# one in tens of milliseconds, and timeouts are seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTCOME_INDEX = {ALLOWED: 0, LIMITED: 1, ERROR: 2}
+
+DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
+
+
+class Tally:
+    """Counts since the last drain, in the process that sent the requests."""
+
+    __slots__ = ("errors", "latency", "requests", "seconds")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
+        self.errors: dict[tuple[str, str, str], int] = {}  # (mode, node, kind)
+        self.latency: dict[tuple[str, str], list[float]] = {}  # (mode, outcome) -> bucket counts, +Inf, sum
+        self.seconds: dict[int, list[int]] = {}  # wall-clock second of the request start -> per-outcome counts
+
+    def record(self, mode: str, outcome: str, node: str, seconds: float, start: float, kind: str | None) -> None:
+        key = (mode, outcome, node)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        if kind is not None:
+            ekey = (mode, node, kind)
+            self.errors[ekey] = self.errors.get(ekey, 0) + 1
+        hist = self.latency.get((mode, outcome))
+        if hist is None:
+            hist = self.latency[(mode, outcome)] = [0] * (len(LATENCY_BUCKETS) + 2)
+        hist[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        second = int(start)
+        counts = self.seconds.get(second)
+        if counts is None:
+            counts = self.seconds[second] = [0, 0, 0]
+        counts[OUTCOME_INDEX[outcome]] += 1
+
+    def drain(self, run_id: int) -> dict[str, Any]:
+        """Everything counted since the last drain, as a message-safe dict; the tally starts again from zero."""
+        delta = {
+            "run_id": run_id,
+            "requests": [[*k, v] for k, v in self.requests.items()],
+            "errors": [[*k, v] for k, v in self.errors.items()],
+            "latency": [[*k, v] for k, v in self.latency.items()],
+            "seconds": [[k, *v] for k, v in self.seconds.items()],
+        }
+        self.requests, self.errors, self.latency, self.seconds = {}, {}, {}, {}
+        return delta
+
+
+class RunView:
+    """What one run (one test, in web-UI terms) added: read by the console line and the end-of-run summary."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+        self.seconds: dict[int, list[int]] = {}
+
+    def count(self, mode: str | None = None, outcome: str | None = None, node: str | None = None) -> int:
+        return sum(
+            v
+            for (m, o, n), v in self.requests.items()
+            if (mode is None or m == mode) and (outcome is None or o == outcome) and (node is None or n == node)
+        )
+
+    def started_between(self, start: float, end: float) -> list[int]:
+        """Per-outcome counts of requests started in whole seconds [start, end)."""
+        total = [0, 0, 0]
+        for second in range(int(start), int(end)):
+            counts = self.seconds.get(second)
+            if counts:
+                for i in range(3):
+                    total[i] += counts[i]
+        return total
+
+
+class Totals:
+    """Counts since this process started (never reset, so Prometheus counters never go down), plus the current run."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
+        self.run = RunView(run_id=-1)
+
+    def start_run(self, run_id: int, nodes: list[str]) -> None:
+        self.run = RunView(run_id)
+        for node in nodes:
+            if node not in self.nodes:
+                self.nodes.append(node)
+
+    def absorb(self, delta: dict[str, Any]) -> None:
+        this_run = delta["run_id"] == self.run.run_id
+        for mode, outcome, node, n in delta["requests"]:
+            key = (mode, outcome, node)
+            self.requests[key] = self.requests.get(key, 0) + n
+            if this_run:
+                self.run.requests[key] = self.run.requests.get(key, 0) + n
+            if node not in self.nodes:
+                self.nodes.append(node)
+        for mode, node, kind, n in delta["errors"]:
+            key = (mode, node, kind)
+            self.errors[key] = self.errors.get(key, 0) + n
+            if this_run:
+                self.run.errors[key] = self.run.errors.get(key, 0) + n
+        for mode, outcome, hist in delta["latency"]:
+            mine = self.latency.setdefault((mode, outcome), [0] * (len(LATENCY_BUCKETS) + 2))
+            for i, v in enumerate(hist):
+                mine[i] += v
+        if this_run:
+            for second, *counts in delta["seconds"]:
+                mine = self.run.seconds.setdefault(second, [0, 0, 0])
+                for i in range(3):
+                    mine[i] += counts[i]
+
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
+
+__all__ = ["LATENCY_BUCKETS", "MODES", "OUTCOMES", "RunView", "Tally", "Totals"]

@@ -1,0 +1,200 @@
+"""Real processes for the tests: the demo cluster, redis-server and locust, all on 127.0.0.1, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "locustfiles" / "ratelimit.py"
+LOCUST = [sys.executable, "-m", "locust"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A child process whose output is collected line by line, so tests can wait for a line instead of sleeping."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+        self.args = args
+        self.popen = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
+        with self._new_line:
+            self._new_line.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching ``pattern``; fails if the process exits or ``timeout`` passes first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._new_line:
+            while True:
+                for line in self.lines[seen:]:
+                    if m := regex.search(line):
+                        return m
+                seen = len(self.lines)
+                if self.popen.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"{self.args[:4]} exited ({self.popen.returncode}) before {pattern!r}:\n"
+                                         f"{self.output[-4000:]}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-4000:]}")
+                self._new_line.wait(min(remaining, 0.5))
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"{self.args[:4]} still running after {timeout}s:\n{self.output[-4000:]}") from None
+        self._reader.join(5)
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not go within 10 s; by PID only."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._reader.join(5)
+
+
+@contextmanager
+def running(proc: Proc) -> Iterator[Proc]:
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Cluster:
+    urls: list[str]
+    proc: Proc
+
+    @property
+    def node_hosts(self) -> str:
+        return ",".join(self.urls)
+
+    def server_counts(self) -> dict[str, dict[str, float]]:
+        """Per node, per decision: what the limiter itself counted (its /metrics)."""
+        counts: dict[str, dict[str, float]] = {}
+        for url in self.urls:
+            for sample in scrape(url + "/metrics", "demolimiter_requests_total"):
+                counts.setdefault(sample.labels["node"], {})[sample.labels["decision"]] = sample.value
+        return counts
+
+    def server_total(self, decision: str) -> float:
+        return sum(per_node.get(decision, 0) for per_node in self.server_counts().values())
+
+
+@contextmanager
+def demo_cluster(*args: str) -> Iterator[Cluster]:
+    proc = Proc([sys.executable, "-m", "demolimiter", "--base-port", "0", *args])
+    with running(proc):
+        urls = proc.wait_for(r"^READY (\S+)", timeout=20).group(1).split(",")
+        yield Cluster(urls, proc)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    proc = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    with running(proc):
+        proc.wait_for(r"Ready to accept connections", timeout=20)
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def scrape(url: str, name: str | None = None) -> list:
+    """Samples from a Prometheus endpoint (optionally only those of metric sample ``name``)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return [s for s in samples if name is None or s.name == name]
+
+
+def sample_sum(samples: list, name: str, **labels: str) -> float:
+    return sum(
+        s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@dataclass
+class LocustRun:
+    proc: Proc
+    json_file: Path
+    metrics: list = field(default_factory=list)  # the last scrape, taken while the run lingered
+
+    @property
+    def locust_requests(self) -> int:
+        return sum(entry["num_requests"] for entry in json.loads(self.json_file.read_text()))
+
+    @property
+    def locust_failures(self) -> int:
+        return sum(entry["num_failures"] for entry in json.loads(self.json_file.read_text()))
+
+
+def locust_args(node_hosts: str, *args: str) -> list[str]:
+    return [
+        *LOCUST, "-f", str(LOCUSTFILE), "--headless", "--node-hosts", node_hosts, "--metrics-port", "0",
+        "--loglevel", "INFO", *args,
+    ]
+
+
+def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90) -> LocustRun:
+    """A headless run to its end; /metrics is scraped once after the run, while it lingers for that scrape."""
+    json_file = tmp_path / "locust_stats"
+    proc = Proc(locust_args(node_hosts, "--metrics-linger", "30", "--json-file", str(json_file), *args))
+    with running(proc):
+        url = proc.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=timeout).group(1)
+        metrics = scrape(url)
+        code = proc.wait(30)
+    assert code == 0, proc.output[-4000:]
+    assert "Traceback" not in proc.output, proc.output
+    return LocustRun(proc, json_file.with_suffix(".json"), metrics)

@@ -1,0 +1,85 @@
+from rlsuite.pacing import Pacer
+from rlsuite.plan import Plan
+from rlsuite.schedule import BURST, STEADY, Schedule
+from rlsuite.targets import Targets, parse_nodes
+
+
+class FakeTime:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+TARGETS = Targets(parse_nodes("http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"), "/x", frozenset({429}), 1.0)
+SCHEDULE = Schedule(10, 2, 3, 1, run_time=5)  # steady 0-3 s at 10/s, burst 3-4 s at 20/s, steady 4-5 s
+
+
+def plan(version=1, share=(0, 1), run_id=1, t0=1000.0):
+    return Plan(run_id, version, t0, SCHEDULE, TARGETS, *share)
+
+
+def drain(pacer, limit=1000):
+    out = []
+    while (slot := pacer.next_slot()) is not None and len(out) < limit:
+        out.append(slot)
+    return out
+
+
+def test_slots_are_sent_at_their_due_time_in_round_robin_with_modes():
+    t = FakeTime(999.5)
+    pacer = Pacer(t.clock, t.sleep)
+    assert pacer.next_slot() is None  # no plan yet
+    pacer.apply(plan())
+    slots = drain(pacer)
+    assert len(slots) == 60  # 4 s x 10 + 1 s x 20
+    assert [s.due for s in slots[:3]] == [1000.0, 1000.1, 1000.2]
+    assert [s.node.name for s in slots[:4]] == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1"]
+    assert [s.mode for s in slots].count(BURST) == 20
+    assert slots[29].mode == STEADY and slots[30].mode == BURST and slots[30].due == 1003.0
+    assert t.now == slots[-1].due  # slept exactly until each slot was due, never ahead
+    assert all(s.url.endswith("/x") for s in slots)
+
+
+def test_two_workers_interleave_and_together_send_every_slot_once():
+    slots = []
+    for index in (0, 1):
+        t = FakeTime(999.0)
+        pacer = Pacer(t.clock, t.sleep)
+        pacer.apply(plan(share=(index, 2)))
+        slots += drain(pacer)
+    assert sorted(s.number for s in slots) == list(range(60))
+
+
+def test_a_worker_joining_mid_run_starts_at_the_current_slot():
+    t = FakeTime(1002.05)
+    pacer = Pacer(t.clock, t.sleep)
+    pacer.apply(plan())
+    first = pacer.next_slot()
+    assert first.number == 21 and first.due >= 1002.05
+
+
+def test_old_or_repeated_plans_are_ignored_and_a_resplit_takes_over():
+    t = FakeTime(999.0)
+    pacer = Pacer(t.clock, t.sleep)
+    assert pacer.apply(plan(version=5))
+    assert not pacer.apply(plan(version=5))
+    assert not pacer.apply(plan(version=4, share=(1, 2)))  # a late message from before: harmless
+    assert pacer.plan.share_count == 1
+    pacer.next_slot()
+    pacer.next_slot()
+    assert pacer.apply(plan(version=6, share=(1, 3)))  # re-split: continue with our new share
+    assert pacer.next_slot().number % 3 == 1
+
+
+def test_cleared_pacer_waits_and_accepts_the_next_run():
+    t = FakeTime(999.0)
+    pacer = Pacer(t.clock, t.sleep)
+    pacer.apply(plan(version=9))
+    pacer.clear()
+    assert pacer.next_slot() is None
+    assert pacer.apply(plan(version=1, run_id=2))  # a restarted master counts versions from scratch

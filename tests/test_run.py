@@ -1,0 +1,104 @@
+"""End to end: `locust -f locustfiles/ratelimit.py --headless` against the demo cluster, all real processes."""
+
+import re
+import signal
+
+import pytest
+
+from tests.support import Proc, demo_cluster, locust_args, redis_server, run_locust, running, sample_sum, scrape
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = "rlsuite_requests_total"
+
+
+def per(run, **labels):
+    return sample_sum(run.metrics, REQUESTS, **labels)
+
+
+def stage_ratio_range(output):
+    m = re.search(r"Stage rates: \d+ stages; achieved/target from ([\d.]+) .* to ([\d.]+) ", output)
+    assert m, output
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
+    # limit 120/s: steady (60/s) stays under it, bursts (240/s) are about half limited
+    with demo_cluster("--limit", "120", "--window", "1") as cluster:
+        run = run_locust(
+            cluster.node_hosts, tmp_path, "-t", "15s", "--steady-rps", "60", "--burst-multiplier", "4",
+            "--burst-every", "6", "--burst-duration", "3", "--stats-interval", "2",
+        )
+        server = cluster.server_counts()
+
+    out = run.proc.output
+    # 429s are successes, nothing failed, and the suite's counters add up to Locust's own count
+    assert run.locust_failures == 0
+    assert per(run, outcome="error") == 0
+    assert per(run, outcome="limited") > 100
+    assert per(run) == run.locust_requests == 60 * 9 + 240 * 6  # every slot of the schedule was sent
+    # client counts == what the limiter itself counted
+    assert per(run, outcome="allowed") == sum(n.get("admitted", 0) for n in server.values())
+    assert per(run, outcome="limited") == sum(n.get("limited", 0) for n in server.values())
+    # the burst rate is the multiplier times the steady rate (9 s steady, 6 s burst)
+    steady_rate, burst_rate = per(run, mode="steady") / 9, per(run, mode="burst") / 6
+    assert burst_rate / steady_rate == pytest.approx(4, rel=0.05)
+    # every stage within 5% of its target, counted by request start time
+    lo, hi = stage_ratio_range(out)
+    assert 0.95 <= lo <= hi <= 1.05
+    # round-robin: each node got a third of the requests, within 2%
+    for url in cluster.urls:
+        node = url.removeprefix("http://")
+        assert per(run, node=node) / per(run) == pytest.approx(1 / 3, abs=0.02)
+    # steady traffic below the limit is (almost) never limited; bursts are
+    assert per(run, mode="steady", outcome="limited") <= 0.01 * per(run, mode="steady")
+    assert per(run, mode="burst", outcome="limited") >= 0.3 * per(run, mode="burst")
+    # the console line, as the old generator printed it, and the end-of-run summary
+    assert re.search(r"\[rlsuite\] STEADY .*target +\d+\.\d/s +achieved +\d+\.\d/s .*allowed \d+ +limited \d+ +error 0", out)
+    assert re.search(r"\[rlsuite\] BURST ", out)
+    assert "Rate-limiter summary: 3 node(s), 15s of load (steady 9s, burst 6s)" in out
+    assert f"Locust counted {run.locust_requests} requests; the suite counted {run.locust_requests}." in out
+
+
+@pytest.mark.parametrize(("scope", "factor"), [("global", 1), ("per-node", 3)])
+def test_per_node_enforcement_admits_about_nodes_times_the_limit(tmp_path, scope, factor):
+    # fixed window of 20 per second, offered 150/s: a global limit admits 20/s, a per-node one 3 x 20/s
+    with demo_cluster("--algorithm", "fixed-window", "--limit", "20", "--window", "1", "--scope", scope) as cluster:
+        run = run_locust(cluster.node_hosts, tmp_path, "-t", "5s", "--steady-rps", "150", "--burst-duration", "0")
+        admitted = cluster.server_total("admitted")
+    assert per(run, outcome="allowed") == admitted
+    assert admitted / 5 == pytest.approx(20 * factor, rel=0.05)
+
+
+def test_redis_backend_shares_one_global_limit_across_node_processes(tmp_path, redis_available):
+    with redis_server() as redis_url, demo_cluster(
+        "--backend", "redis", "--redis-url", redis_url, "--algorithm", "fixed-window", "--limit", "50", "--window", "1"
+    ) as cluster:
+        run = run_locust(
+            cluster.node_hosts, tmp_path, "-t", "8s", "--steady-rps", "30", "--burst-multiplier", "4",
+            "--burst-every", "4", "--burst-duration", "2",
+        )
+        server = cluster.server_counts()
+    assert run.locust_failures == 0
+    assert per(run, outcome="allowed") == sum(n.get("admitted", 0) for n in server.values())
+    assert per(run, outcome="limited") == sum(n.get("limited", 0) for n in server.values())
+    # steady 30/s is all admitted; bursts offer 120/s and get the global 50/s, not 3 x 50
+    assert per(run, mode="steady", outcome="limited") == 0
+    assert per(run, mode="burst", outcome="allowed") / 2 == pytest.approx(50, rel=0.05)  # one 2 s burst
+
+
+def test_sigterm_stops_prints_and_exports_the_final_counts(tmp_path):
+    with demo_cluster("--limit", "1000") as cluster:
+        proc = Proc(locust_args(cluster.node_hosts, "--steady-rps", "50", "--stats-interval", "1",
+                                "--metrics-linger", "30", "--json-file", str(tmp_path / "stats")))
+        with running(proc):
+            proc.wait_for(r"\[rlsuite\] STEADY ", timeout=30)
+            proc.signal(signal.SIGTERM)
+            url = proc.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=30).group(1)
+            total = sample_sum(scrape(url), REQUESTS)
+            assert proc.wait(30) == 0
+    import json
+
+    locust_total = sum(e["num_requests"] for e in json.loads((tmp_path / "stats.json").read_text()))
+    assert total == locust_total > 0
+    assert "Rate-limiter summary:" in proc.output and "Traceback" not in proc.output

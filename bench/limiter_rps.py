@@ -84,7 +84,9 @@ def redis_server(pin: list[str]) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [*pin, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -104,8 +106,11 @@ def redis_server(pin: list[str]) -> Iterator[str]:
 @contextmanager
 def limiter(args: list[str], pin: list[str]) -> Iterator[list[str]]:
     proc = subprocess.Popen(
-        [*pin, sys.executable, "-m", "demolimiter", "--base-port", "0", *args], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        [*pin, sys.executable, "-m", "demolimiter", "--base-port", "0", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
     )
     try:
         with selectors.DefaultSelector() as sel:
@@ -123,8 +128,12 @@ def wrk(urls: list[str], connections: int, duration: float, pin: list[str]) -> R
     """One wrk per node URL, all at once; connections split between them; totals summed."""
     per = max(1, connections // len(urls))
     procs = [
-        subprocess.Popen([*pin, "wrk", "-t1", f"-c{per}", f"-d{max(1, round(duration))}s", url + "/"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        subprocess.Popen(
+            [*pin, "wrk", "-t1", f"-c{per}", f"-d{max(1, round(duration))}s", url + "/"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         for url in urls
     ]
     rps = 0.0
@@ -174,16 +183,20 @@ def main() -> int:
         print("bench: redis-server not installed; skipping redis cases", file=sys.stderr)
         cases = [c for c in cases if not c.redis]
     server_pin, load_pin = cpus()
-    print(f"server cpu: {' '.join(server_pin) or 'unpinned'}; wrk cpu: {' '.join(load_pin) or 'unpinned'}; "
-          f"{ns.connections} connections; {ns.reps} x {ns.duration:g}s per case")
+    print(
+        f"server cpu: {' '.join(server_pin) or 'unpinned'}; wrk cpu: {' '.join(load_pin) or 'unpinned'}; "
+        f"{ns.connections} connections; {ns.reps} x {ns.duration:g}s per case"
+    )
     print(f"{'case':<28} {'req/s (median)':>15} {'runs':>26} {'limited':>8} {'errors':>7}")
     for case in cases:
         runs = measure(case, ns.reps, ns.duration, ns.connections)
         median = statistics.median(r.rps for r in runs)
         limited = sum(r.non2xx for r in runs) / max(1, sum(r.requests for r in runs))
         listed = ", ".join(f"{r.rps:,.0f}" for r in runs)
-        print(f"{case.name:<28} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
-              flush=True)
+        print(
+            f"{case.name:<28} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
+            flush=True,
+        )
     return 0
 
 

@@ -29,8 +29,9 @@ class TokenBucket:
 
     name = "token-bucket"
 
-    def __init__(self, limit: int, window: float, burst: int | None = None, clock: Clock = time.time,
-                 max_keys: int = 100_000) -> None:
+    def __init__(
+        self, limit: int, window: float, burst: int | None = None, clock: Clock = time.time, max_keys: int = 100_000
+    ) -> None:
         self.limit = limit
         self.window = window
         self.capacity = float(burst if burst is not None else limit)

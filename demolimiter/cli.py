@@ -57,33 +57,63 @@ def seconds(text: str) -> float:
 
 def common(p: Parser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--backend", choices=("memory", "redis"), default="memory",
-                   help="memory: nodes share state in one process; redis: node processes share it in redis")
+    p.add_argument(
+        "--backend",
+        choices=("memory", "redis"),
+        default="memory",
+        help="memory: nodes share state in one process; redis: node processes share it in redis",
+    )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="redis://[user:pass@]host[:port][/db]")
-    p.add_argument("--redis-failure", choices=("open", "closed"), default="open",
-                   help="while redis is unreachable: admit (open) or answer 503 (closed)")
-    p.add_argument("--redis-timeout", type=seconds, default=0.5,
-                   help="seconds without a redis reply before the connection is dropped (default 0.5)")
+    p.add_argument(
+        "--redis-failure",
+        choices=("open", "closed"),
+        default="open",
+        help="while redis is unreachable: admit (open) or answer 503 (closed)",
+    )
+    p.add_argument(
+        "--redis-timeout",
+        type=seconds,
+        default=0.5,
+        help="seconds without a redis reply before the connection is dropped (default 0.5)",
+    )
     p.add_argument("--redis-prefix", default="demolimiter", help="key prefix in redis")
     p.add_argument("--algorithm", choices=tuple(ALGORITHMS), default="token-bucket")
     p.add_argument("--limit", type=integer(1), default=100, help="requests per window (default 100)")
     p.add_argument("--window", type=seconds, default=1.0, help="window in seconds (default 1)")
-    p.add_argument("--burst", type=integer(1), default=None,
-                   help="token bucket capacity (default: --limit); fixed window ignores it")
+    p.add_argument(
+        "--burst",
+        type=integer(1),
+        default=None,
+        help="token bucket capacity (default: --limit); fixed window ignores it",
+    )
     p.add_argument("--key-header", default="X-Api-Key", help="request header that partitions the limit")
-    p.add_argument("--scope", choices=("global", "per-node"), default="global",
-                   help="per-node: each node limits alone (deliberately broken: N nodes admit N x the limit)")
-    p.add_argument("--no-retry-after", dest="retry_after", action="store_false",
-                   help="omit Retry-After on 429/503 (deliberately non-conformant)")
+    p.add_argument(
+        "--scope",
+        choices=("global", "per-node"),
+        default="global",
+        help="per-node: each node limits alone (deliberately broken: N nodes admit N x the limit)",
+    )
+    p.add_argument(
+        "--no-retry-after",
+        dest="retry_after",
+        action="store_false",
+        help="omit Retry-After on 429/503 (deliberately non-conformant)",
+    )
 
 
 def cluster_parser() -> Parser:
-    p = Parser(prog="python -m demolimiter", description="Start a demo rate-limiter cluster; prints "
-               "'READY http://HOST:PORT,...' once every node listens.",
-               epilog="One node per process (e.g. per container): python -m demolimiter node --port P [options].")
+    p = Parser(
+        prog="python -m demolimiter",
+        description="Start a demo rate-limiter cluster; prints 'READY http://HOST:PORT,...' once every node listens.",
+        epilog="One node per process (e.g. per container): python -m demolimiter node --port P [options].",
+    )
     p.add_argument("--nodes", type=integer(1, 64), default=3, help="number of nodes (default 3)")
-    p.add_argument("--base-port", type=integer(0, 65535), default=8081,
-                   help="node i listens on base+i (default 8081); 0 = ephemeral ports")
+    p.add_argument(
+        "--base-port",
+        type=integer(0, 65535),
+        default=8081,
+        help="node i listens on base+i (default 8081); 0 = ephemeral ports",
+    )
     p.add_argument("--node-names", default=None, help="comma-separated node labels (default host:port)")
     common(p)
     return p
@@ -112,9 +142,19 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         print("demolimiter: note: --burst has no effect with --algorithm fixed-window", file=sys.stderr)
         burst = None
     return Settings(
-        host=ns.host, backend=ns.backend, redis_url=ns.redis_url, redis_failure=ns.redis_failure,
-        redis_timeout=ns.redis_timeout, redis_prefix=ns.redis_prefix, algorithm=ns.algorithm, limit=ns.limit,
-        window=ns.window, burst=burst, key_header=header, scope=ns.scope, retry_after=ns.retry_after,
+        host=ns.host,
+        backend=ns.backend,
+        redis_url=ns.redis_url,
+        redis_failure=ns.redis_failure,
+        redis_timeout=ns.redis_timeout,
+        redis_prefix=ns.redis_prefix,
+        algorithm=ns.algorithm,
+        limit=ns.limit,
+        window=ns.window,
+        burst=burst,
+        key_header=header,
+        scope=ns.scope,
+        retry_after=ns.retry_after,
     )
 
 

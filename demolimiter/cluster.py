@@ -31,7 +31,8 @@ async def _start(args: list[str]) -> asyncio.subprocess.Process:
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops the nodes in order.
     return await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env, start_new_session=True
+    )
 
 
 async def _ready(proc: asyncio.subprocess.Process) -> str | None:
@@ -64,8 +65,16 @@ async def supervise(settings: Settings, ports: list[int], names: list[str | None
     procs: list[asyncio.subprocess.Process] = []
     try:
         for port, name in zip(ports, names, strict=True):
-            args = [sys.executable, "-m", "demolimiter", "node", "--port", str(port), *settings.node_args(),
-                    "--port-option=--base-port"]
+            args = [
+                sys.executable,
+                "-m",
+                "demolimiter",
+                "node",
+                "--port",
+                str(port),
+                *settings.node_args(),
+                "--port-option=--base-port",
+            ]
             if name is not None:
                 args += ["--node-name", name]
             procs.append(await _start(args))
@@ -93,8 +102,11 @@ async def supervise(settings: Settings, ports: list[int], names: list[str | None
         if stopping in done:
             return 0
         dead = next(exits[f] for f in done if f in exits)
-        print(f"demolimiter: node pid {dead.pid} exited with code {dead.returncode}; stopping the cluster",
-              file=sys.stderr, flush=True)
+        print(
+            f"demolimiter: node pid {dead.pid} exited with code {dead.returncode}; stopping the cluster",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         await _stop(procs)

@@ -44,10 +44,28 @@ class Settings:
     def node_args(self) -> list[str]:
         """The options that make a ``node`` subprocess behave exactly like these settings."""
         args = [
-            "--host", self.host, "--backend", self.backend, "--redis-url", self.redis_url,
-            "--redis-failure", self.redis_failure, "--redis-timeout", repr(self.redis_timeout),
-            "--redis-prefix", self.redis_prefix, "--algorithm", self.algorithm, "--limit", str(self.limit),
-            "--window", repr(self.window), "--key-header", self.key_header, "--scope", self.scope,
+            "--host",
+            self.host,
+            "--backend",
+            self.backend,
+            "--redis-url",
+            self.redis_url,
+            "--redis-failure",
+            self.redis_failure,
+            "--redis-timeout",
+            repr(self.redis_timeout),
+            "--redis-prefix",
+            self.redis_prefix,
+            "--algorithm",
+            self.algorithm,
+            "--limit",
+            str(self.limit),
+            "--window",
+            repr(self.window),
+            "--key-header",
+            self.key_header,
+            "--scope",
+            self.scope,
         ]
         if self.burst is not None:
             args += ["--burst", str(self.burst)]

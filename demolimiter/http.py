@@ -105,7 +105,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.error(b"505 HTTP Version Not Supported" if version[:5] == b"HTTP/" else b"400 Bad Request")
                 return
             # "\r\nname: value\r\n...\r\n"; lower() keeps offsets, so values are sliced from the original bytes.
-            head = buf[line_end:end + 2].lower()
+            head = buf[line_end : end + 2].lower()
             for line in head[2:-2].split(b"\r\n") if end > line_end else ():
                 colon = line.find(b":")
                 if colon <= 0 or line[colon - 1] in b" \t" or line[0] in b" \t":
@@ -114,7 +114,7 @@ class HttpProtocol(asyncio.Protocol):
             length = 0
             i = head.find(b"\r\ncontent-length:")
             if i >= 0:
-                value = head[i + 17:head.find(b"\r\n", i + 2)].strip()
+                value = head[i + 17 : head.find(b"\r\n", i + 2)].strip()
                 if not value.isdigit():
                     self.error(b"400 Bad Request")
                     return
@@ -127,7 +127,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             i = head.find(b"\r\nconnection:")
             if i >= 0:
-                value = head[i + 13:head.find(b"\r\n", i + 2)]
+                value = head[i + 13 : head.find(b"\r\n", i + 2)]
                 if b"close" in value:
                     keep = False
                 elif b"keep-alive" in value:
@@ -165,7 +165,7 @@ class HttpProtocol(asyncio.Protocol):
             i = head.find(node.key_marker)
             if i >= 0:
                 start = line_end + i + len(node.key_marker)
-                key = buf[start:line_end + head.find(b"\r\n", i + 2)].strip() or ANONYMOUS
+                key = buf[start : line_end + head.find(b"\r\n", i + 2)].strip() or ANONYMOUS
             else:
                 key = ANONYMOUS
             decision = node.check(key, self.decided)
@@ -189,11 +189,16 @@ class HttpProtocol(asyncio.Protocol):
         node.counts[outcome] += 1
         if outcome == ADMITTED:
             head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n%s%s" % (
-                node.policy, ratelimit_line(d[1], d[2]))
+                node.policy,
+                ratelimit_line(d[1], d[2]),
+            )
             body = b"ok\n"
         elif outcome == LIMITED:
             head = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n%s%s%s" % (
-                node.policy, ratelimit_line(d[1], d[2]), retry_after_line(d[3]) if node.retry_after else b"")
+                node.policy,
+                ratelimit_line(d[1], d[2]),
+                retry_after_line(d[3]) if node.retry_after else b"",
+            )
             body = b"rate limited\n"
         elif outcome == REDIS_ERROR_OPEN:
             head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n%s" % node.policy

@@ -147,8 +147,10 @@ class RedisLimiter:
         try:
             await self._connect()
         except (TimeoutError, OSError, resp.RespError, resp.ConnectionLost) as exc:
-            self._warn(f"redis {self.url.host}:{self.url.port} unreachable ({exc or type(exc).__name__}); "
-                       f"serving by --redis-failure and retrying")
+            self._warn(
+                f"redis {self.url.host}:{self.url.port} unreachable ({exc or type(exc).__name__}); "
+                f"serving by --redis-failure and retrying"
+            )
             self._reconnect()
 
     async def _connect(self) -> None:

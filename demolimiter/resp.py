@@ -45,9 +45,9 @@ def parse(buf: bytes, pos: int) -> tuple[Reply, int]:
         raise _INCOMPLETE
     kind = buf[pos]
     if kind == 58:  # ':'
-        return int(buf[pos + 1:end]), end + 2
+        return int(buf[pos + 1 : end]), end + 2
     if kind == 42:  # '*'
-        n = int(buf[pos + 1:end])
+        n = int(buf[pos + 1 : end])
         pos = end + 2
         if n < 0:
             return None, pos
@@ -57,17 +57,17 @@ def parse(buf: bytes, pos: int) -> tuple[Reply, int]:
             items.append(item)
         return items, pos
     if kind == 36:  # '$'
-        n = int(buf[pos + 1:end])
+        n = int(buf[pos + 1 : end])
         if n < 0:
             return None, end + 2
         stop = end + 2 + n
         if len(buf) < stop + 2:
             raise _INCOMPLETE
-        return buf[end + 2:stop], stop + 2
+        return buf[end + 2 : stop], stop + 2
     if kind == 43:  # '+'
-        return buf[pos + 1:end], end + 2
+        return buf[pos + 1 : end], end + 2
     if kind == 45:  # '-'
-        return RespError(buf[pos + 1:end].decode("utf-8", "replace")), end + 2
+        return RespError(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
     raise ValueError(f"bad RESP type byte {kind!r}")
 
 
@@ -160,7 +160,5 @@ class RespConnection(asyncio.Protocol):
 
 async def connect(host: str, port: int, timeout: float, on_lost: Callable[[], None] | None = None) -> RespConnection:
     loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: RespConnection(on_lost), host, port), timeout
-    )
+    _, proto = await asyncio.wait_for(loop.create_connection(lambda: RespConnection(on_lost), host, port), timeout)
     return proto

@@ -36,12 +36,14 @@ def bind(family: int, address: str, port: int, option: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"{option}: port {port} on {address} is already in use; "
-                             f"choose another {option} (0 picks free ports)") from None
+            raise UsageError(
+                f"{option}: port {port} on {address} is already in use; choose another {option} (0 picks free ports)"
+            ) from None
         if exc.errno == errno.EACCES:
             raise UsageError(f"{option}: no permission to listen on port {port}; use a port >= 1024") from None
-        raise UsageError(f"--host: cannot listen on {address}:{port} ({exc.strerror}); "
-                         f"use a local address such as 127.0.0.1") from None
+        raise UsageError(
+            f"--host: cannot listen on {address}:{port} ({exc.strerror}); use a local address such as 127.0.0.1"
+        ) from None
     sock.setblocking(False)
     return sock
 

@@ -1,4 +1,4 @@
-import locust  # noqa: F401, I001 - first: gevent must monkey-patch before the tests import ssl, socket or threading users
+import locust  # noqa: F401 - first: gevent must monkey-patch before the tests import ssl, socket or threading users
 
 import shutil
 

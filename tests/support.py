@@ -73,8 +73,9 @@ class Proc:
                         return m
                 seen = len(self.lines)
                 if self.popen.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"{self.args[:4]} exited ({self.popen.returncode}) before {pattern!r}:\n"
-                                         f"{self.output[-4000:]}")
+                    raise AssertionError(
+                        f"{self.args[:4]} exited ({self.popen.returncode}) before {pattern!r}:\n{self.output[-4000:]}"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-4000:]}")
@@ -160,9 +161,7 @@ def scrape(url: str, name: str | None = None) -> list:
 
 
 def sample_sum(samples: list, name: str, **labels: str) -> float:
-    return sum(
-        s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 @dataclass
@@ -182,8 +181,17 @@ class LocustRun:
 
 def locust_args(node_hosts: str, *args: str) -> list[str]:
     return [
-        *LOCUST, "-f", str(LOCUSTFILE), "--headless", "--node-hosts", node_hosts, "--metrics-port", "0",
-        "--loglevel", "INFO", *args,
+        *LOCUST,
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--node-hosts",
+        node_hosts,
+        "--metrics-port",
+        "0",
+        "--loglevel",
+        "INFO",
+        *args,
     ]
 
 

@@ -78,8 +78,12 @@ class Cluster:
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "demolimiter", *args], cwd=ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "demolimiter", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             line = read_line(self.proc, STARTUP).decode()
@@ -158,7 +162,7 @@ def burst_in_one_window(c: Client, n: int, window: float) -> Counter[int]:
     raise AssertionError("every attempt crossed a window boundary")
 
 
-SAMPLE = re.compile(r'^([a-z_]+)\{([^}]*)\} (\S+)$')
+SAMPLE = re.compile(r"^([a-z_]+)\{([^}]*)\} (\S+)$")
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -199,7 +203,9 @@ class RedisServer:
         self.port = port or free_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self.ping, 10, "redis-server to answer PING")
 
@@ -367,10 +373,17 @@ def test_cli_errors_in_a_real_process() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for args, option in ((["--nodes", "1", "--base-port", str(port)], "--base-port"),
-                             (["--window", "-3"], "--window")):
-            r = subprocess.run([sys.executable, "-m", "demolimiter", *args], cwd=ROOT, capture_output=True,
-                               timeout=STARTUP, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for args, option in (
+            (["--nodes", "1", "--base-port", str(port)], "--base-port"),
+            (["--window", "-3"], "--window"),
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "demolimiter", *args],
+                cwd=ROOT,
+                capture_output=True,
+                timeout=STARTUP,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
             lines = r.stderr.decode().splitlines()
             assert r.returncode == 2 and r.stdout == b""
             assert len(lines) == 1 and option in lines[0] and "Traceback" not in lines[0], r.stderr
@@ -405,9 +418,19 @@ def test_metrics_series_and_labels(fixed_global: Cluster) -> None:
     for decision in ("admitted", "limited"):
         assert ("demolimiter_requests_total", frozenset({("node", node), ("decision", decision)})) in samples
     info = [dict(labels) for name, labels in samples if name == "demolimiter_limit_info"]
-    assert info == [{"node": node, "backend": "memory", "algorithm": "fixed-window", "scope": "global",
-                     "limit": "20", "window": "3600", "burst": "20", "key_header": "X-Api-Key",
-                     "retry_after": "true"}]
+    assert info == [
+        {
+            "node": node,
+            "backend": "memory",
+            "algorithm": "fixed-window",
+            "scope": "global",
+            "limit": "20",
+            "window": "3600",
+            "burst": "20",
+            "key_header": "X-Api-Key",
+            "retry_after": "true",
+        }
+    ]
     assert samples[("demolimiter_limit_requests", frozenset({("node", node)}))] == 20
 
 
@@ -467,10 +490,13 @@ def test_keep_alive_pipelining_and_connection_close(fixed_global: Cluster) -> No
         f.close()
     # Pipelined requests (one with a body), answered in order; the last asks to close.
     body = b"hello"
-    reqs = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n" + body +
-            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reqs = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+        + body
+        + b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     answers = raw_exchange(port, reqs).split(b"HTTP/1.1 ")[1:]  # returns because the server closed
     assert [a[:6] for a in answers] == [b"200 OK"] * 4
     assert [a.endswith(b"\r\n\r\nok\n") for a in answers] == [True, True, False, True]  # HEAD: no body
@@ -499,8 +525,10 @@ def test_memory_token_bucket_global_and_keys_apart() -> None:
 
 @pytest.mark.integration
 def test_memory_per_node_scope_admits_limit_per_node() -> None:
-    with cluster("--base-port", "0", "--scope", "per-node", "--limit", "10", "--window", "3600") as c, \
-            client(c.ports) as cl:
+    with (
+        cluster("--base-port", "0", "--scope", "per-node", "--limit", "10", "--window", "3600") as c,
+        client(c.ports) as cl,
+    ):
         counts = cl.burst(60, key="shared")
         assert counts == {200: 30, 429: 30}  # 3 nodes x 10: the broken setting's signature
         assert decisions(c.ports) == {"admitted": 30, "limited": 30}
@@ -508,8 +536,22 @@ def test_memory_per_node_scope_admits_limit_per_node() -> None:
 
 @pytest.mark.integration
 def test_no_retry_after_and_node_names() -> None:
-    with cluster("--base-port", "0", "--nodes", "2", "--limit", "1", "--window", "60", "--no-retry-after",
-                 "--node-names", "alpha,beta") as c, client(c.ports) as cl:
+    with (
+        cluster(
+            "--base-port",
+            "0",
+            "--nodes",
+            "2",
+            "--limit",
+            "1",
+            "--window",
+            "60",
+            "--no-retry-after",
+            "--node-names",
+            "alpha,beta",
+        ) as c,
+        client(c.ports) as cl,
+    ):
         assert cl.get(0).status == 200
         limited = cl.get(1)
         assert limited.status == 429
@@ -548,8 +590,23 @@ def test_lua_scripts_match_python_algorithms(redis_server: RedisServer) -> None:
 
 @pytest.mark.integration
 def test_redis_global_limit_across_processes(redis_server: RedisServer) -> None:
-    with cluster("--base-port", "0", "--backend", "redis", "--redis-url", redis_server.url,
-                 "--algorithm", "fixed-window", "--limit", "20", "--window", "3600") as c, client(c.ports) as cl:
+    with (
+        cluster(
+            "--base-port",
+            "0",
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis_server.url,
+            "--algorithm",
+            "fixed-window",
+            "--limit",
+            "20",
+            "--window",
+            "3600",
+        ) as c,
+        client(c.ports) as cl,
+    ):
         assert len(set(c.ports)) == 3
         counts = burst_in_one_window(cl, 45, 3600)
         assert counts == {200: 20, 429: 25}
@@ -562,8 +619,23 @@ def test_redis_global_limit_across_processes(redis_server: RedisServer) -> None:
 
 @pytest.mark.integration
 def test_redis_per_node_scope(redis_server: RedisServer) -> None:
-    with cluster("--base-port", "0", "--backend", "redis", "--redis-url", redis_server.url, "--scope", "per-node",
-                 "--limit", "5", "--window", "3600") as c, client(c.ports) as cl:
+    with (
+        cluster(
+            "--base-port",
+            "0",
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis_server.url,
+            "--scope",
+            "per-node",
+            "--limit",
+            "5",
+            "--window",
+            "3600",
+        ) as c,
+        client(c.ports) as cl,
+    ):
         assert cl.burst(30, key="shared") == {200: 15, 429: 15}
 
 
@@ -571,10 +643,25 @@ def test_redis_per_node_scope(redis_server: RedisServer) -> None:
 @needs_redis
 def test_redis_failure_open_and_closed_and_recovery() -> None:
     port = free_port()  # nothing listens yet: nodes must start anyway and answer by policy
-    common = ("--base-port", "0", "--nodes", "1", "--backend", "redis", "--redis-url", f"redis://127.0.0.1:{port}/0",
-              "--limit", "1000", "--redis-timeout", "0.3")
-    with cluster(*common, "--redis-failure", "open") as op, cluster(*common, "--redis-failure", "closed") as cl, \
-            client(op.ports + cl.ports) as c:
+    common = (
+        "--base-port",
+        "0",
+        "--nodes",
+        "1",
+        "--backend",
+        "redis",
+        "--redis-url",
+        f"redis://127.0.0.1:{port}/0",
+        "--limit",
+        "1000",
+        "--redis-timeout",
+        "0.3",
+    )
+    with (
+        cluster(*common, "--redis-failure", "open") as op,
+        cluster(*common, "--redis-failure", "closed") as cl,
+        client(op.ports + cl.ports) as c,
+    ):
         admitted = c.get(0)
         assert admitted.status == 200 and admitted.getheader("RateLimit") is None
         rejected = c.get(1)
@@ -585,8 +672,11 @@ def test_redis_failure_open_and_closed_and_recovery() -> None:
         try:
             for node in (0, 1):  # reconnect with backoff (capped at 2 s)
                 wait_until(lambda node=node: c.get(node).getheader("RateLimit"), 10, "redis reconnect")
-            assert {dict(labels)["node"]: v for (name, labels), v in scrape(cl.ports[0]).items()
-                    if name == "demolimiter_redis_up"} == {f"127.0.0.1:{cl.ports[0]}": 1.0}
+            assert {
+                dict(labels)["node"]: v
+                for (name, labels), v in scrape(cl.ports[0]).items()
+                if name == "demolimiter_redis_up"
+            } == {f"127.0.0.1:{cl.ports[0]}": 1.0}
         finally:
             server.stop()
         assert c.get(0).status == 200
@@ -603,8 +693,14 @@ def test_redis_cluster_stops_when_a_node_dies(redis_server: RedisServer) -> None
         os.kill(children[1], signal.SIGKILL)
         assert c.proc.wait(10) != 0
         for pid in children:  # the others were stopped, not orphaned
-            wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
-                       Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z", 5, f"pid {pid} gone")
+            wait_until(
+                lambda pid=pid: (
+                    not Path(f"/proc/{pid}").exists()
+                    or Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+                ),
+                5,
+                f"pid {pid} gone",
+            )
         assert b"exited" in c.kill()
     finally:
         c.kill()
@@ -617,9 +713,23 @@ def test_redis_cluster_port_in_use_exits_2(redis_server: RedisServer) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "demolimiter", "--backend", "redis", "--redis-url", redis_server.url,
-             "--nodes", "2", "--base-port", str(port - 1)],
-            cwd=ROOT, capture_output=True, timeout=STARTUP, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            [
+                sys.executable,
+                "-m",
+                "demolimiter",
+                "--backend",
+                "redis",
+                "--redis-url",
+                redis_server.url,
+                "--nodes",
+                "2",
+                "--base-port",
+                str(port - 1),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=STARTUP,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
     assert r.returncode == 2 and b"READY" not in r.stdout
     assert b"--base-port" in r.stderr and b"Traceback" not in r.stderr

@@ -1,8 +1,9 @@
+from locust.argument_parser import LocustArgumentParser
+
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from locust.argument_parser import LocustArgumentParser
 
 from rlsuite import suite
 from rlsuite.options import OptionError
@@ -21,7 +22,12 @@ def test_defaults_are_valid_and_typed():
     suite.check_options(opts)
     assert opts.node_hosts == "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
     assert (opts.steady_rps, opts.burst_multiplier, opts.burst_every, opts.burst_duration) == (100.0, 3.0, 30, 10)
-    assert (opts.rejection_statuses, opts.request_timeout, opts.metrics_port, opts.metrics_linger) == ("429", 2.0, 9647, 15.0)
+    assert (opts.rejection_statuses, opts.request_timeout, opts.metrics_port, opts.metrics_linger) == (
+        "429",
+        2.0,
+        9647,
+        15.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +69,11 @@ def run_cli(args, env=None):
 
     return subprocess.run(
         [*LOCUST, "-f", str(LOCUSTFILE), "--headless", "-t", "5s", "--metrics-port", "0", *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -88,8 +98,14 @@ def test_locust_exits_2_with_one_line_and_starts_nothing(args, env, option):
 
 def test_all_bad_values_fail_fast_in_parallel():
     """The same check for every case of the unit table, through the real `locust` command (run concurrently)."""
-    cases = [["--node-hosts", ""], ["--rejection-statuses", "200"], ["--request-timeout", "0"],
-             ["--metrics-port", "70000"], ["--stats-interval", "-1"], ["--request-path", "api"]]
+    cases = [
+        ["--node-hosts", ""],
+        ["--rejection-statuses", "200"],
+        ["--request-timeout", "0"],
+        ["--metrics-port", "70000"],
+        ["--stats-interval", "-1"],
+        ["--request-path", "api"],
+    ]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run_cli, cases))
     for case, result in zip(cases, results, strict=True):

@@ -26,8 +26,20 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
     # limit 120/s: steady (60/s) stays under it, bursts (240/s) are about half limited
     with demo_cluster("--limit", "120", "--window", "1") as cluster:
         run = run_locust(
-            cluster.node_hosts, tmp_path, "-t", "15s", "--steady-rps", "60", "--burst-multiplier", "4",
-            "--burst-every", "6", "--burst-duration", "3", "--stats-interval", "2",
+            cluster.node_hosts,
+            tmp_path,
+            "-t",
+            "15s",
+            "--steady-rps",
+            "60",
+            "--burst-multiplier",
+            "4",
+            "--burst-every",
+            "6",
+            "--burst-duration",
+            "3",
+            "--stats-interval",
+            "2",
         )
         server = cluster.server_counts()
 
@@ -54,7 +66,9 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
     assert per(run, mode="steady", outcome="limited") <= 0.01 * per(run, mode="steady")
     assert per(run, mode="burst", outcome="limited") >= 0.3 * per(run, mode="burst")
     # the console line, as the old generator printed it, and the end-of-run summary
-    assert re.search(r"\[rlsuite\] STEADY .*target +\d+\.\d/s +achieved +\d+\.\d/s .*allowed \d+ +limited \d+ +error 0", out)
+    assert re.search(
+        r"\[rlsuite\] STEADY .*target +\d+\.\d/s +achieved +\d+\.\d/s .*allowed \d+ +limited \d+ +error 0", out
+    )
     assert re.search(r"\[rlsuite\] BURST ", out)
     assert "Rate-limiter summary: 3 node(s), 15s of load (steady 9s, burst 6s)" in out
     assert f"Locust counted {run.locust_requests} requests; the suite counted {run.locust_requests}." in out
@@ -71,12 +85,34 @@ def test_per_node_enforcement_admits_about_nodes_times_the_limit(tmp_path, scope
 
 
 def test_redis_backend_shares_one_global_limit_across_node_processes(tmp_path, redis_available):
-    with redis_server() as redis_url, demo_cluster(
-        "--backend", "redis", "--redis-url", redis_url, "--algorithm", "fixed-window", "--limit", "50", "--window", "1"
-    ) as cluster:
+    with (
+        redis_server() as redis_url,
+        demo_cluster(
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--algorithm",
+            "fixed-window",
+            "--limit",
+            "50",
+            "--window",
+            "1",
+        ) as cluster,
+    ):
         run = run_locust(
-            cluster.node_hosts, tmp_path, "-t", "8s", "--steady-rps", "30", "--burst-multiplier", "4",
-            "--burst-every", "4", "--burst-duration", "2",
+            cluster.node_hosts,
+            tmp_path,
+            "-t",
+            "8s",
+            "--steady-rps",
+            "30",
+            "--burst-multiplier",
+            "4",
+            "--burst-every",
+            "4",
+            "--burst-duration",
+            "2",
         )
         server = cluster.server_counts()
     assert run.locust_failures == 0
@@ -89,8 +125,19 @@ def test_redis_backend_shares_one_global_limit_across_node_processes(tmp_path, r
 
 def test_sigterm_stops_prints_and_exports_the_final_counts(tmp_path):
     with demo_cluster("--limit", "1000") as cluster:
-        proc = Proc(locust_args(cluster.node_hosts, "--steady-rps", "50", "--stats-interval", "1",
-                                "--metrics-linger", "30", "--json-file", str(tmp_path / "stats")))
+        proc = Proc(
+            locust_args(
+                cluster.node_hosts,
+                "--steady-rps",
+                "50",
+                "--stats-interval",
+                "1",
+                "--metrics-linger",
+                "30",
+                "--json-file",
+                str(tmp_path / "stats"),
+            )
+        )
         with running(proc):
             proc.wait_for(r"\[rlsuite\] STEADY ", timeout=30)
             proc.signal(signal.SIGTERM)

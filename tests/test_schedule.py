@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -46,7 +47,7 @@ def test_every_slot_is_due_where_the_integral_reaches_it_and_in_the_right_mode()
 
 def test_slots_are_evenly_spaced_within_a_stage():
     times = [S.slot(g)[0] for g in range(1000, 1010)]  # first burst
-    gaps = {round(b - a, 9) for a, b in zip(times, times[1:], strict=False)}
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(times)}
     assert gaps == {round(1 / 300, 9)}
 
 

@@ -46,7 +46,7 @@ def test_metric_names_follow_prometheus_conventions():
 
 
 def test_worker_deltas_add_up_exactly_and_counters_never_go_down():
-    totals, status, registry = fresh()
+    totals, _status, registry = fresh()
     workers = [Tally(), Tally()]
     for i in range(10):
         workers[i % 2].record("steady", "allowed", NODES[i % 2], 0.0007, 1000.2 + i, None)
@@ -58,9 +58,15 @@ def test_worker_deltas_add_up_exactly_and_counters_never_go_down():
     assert sample(registry, "rlsuite_requests_total", mode="steady", outcome="allowed", node=NODES[0]) == 5
     assert sample(registry, "rlsuite_requests_total", mode="burst", outcome="error", node=NODES[1]) == 1
     assert sample(registry, "rlsuite_errors_total", mode="burst", node=NODES[1], kind="timeout") == 1
-    assert sample(registry, "rlsuite_request_duration_seconds_bucket", mode="steady", outcome="allowed", le="0.001") == 10
-    assert sample(registry, "rlsuite_request_duration_seconds_bucket", mode="steady", outcome="allowed", le="0.0005") == 0
-    assert sample(registry, "rlsuite_request_duration_seconds_sum", mode="steady", outcome="allowed") == pytest.approx(0.007)
+    assert (
+        sample(registry, "rlsuite_request_duration_seconds_bucket", mode="steady", outcome="allowed", le="0.001") == 10
+    )
+    assert (
+        sample(registry, "rlsuite_request_duration_seconds_bucket", mode="steady", outcome="allowed", le="0.0005") == 0
+    )
+    assert sample(registry, "rlsuite_request_duration_seconds_sum", mode="steady", outcome="allowed") == pytest.approx(
+        0.007
+    )
     assert totals.run.count() == 12 and totals.request_count() == 12
     assert totals.run.started_between(1000, 1005) == [5, 0, 0]
     assert totals.run.started_between(1011, 1012) == [0, 1, 1]

@@ -19,6 +19,7 @@ from rlsuite.plan import MESSAGE, Plan
 from rlsuite.tally import Totals
 
 LEAD_SECONDS = 0.5  # at least this long between the first tick and t0
+SPLIT_AHEAD_SECONDS = 0.5  # a re-split (workers joined or left) takes effect this long after the master decides it
 CONCURRENCY_BUDGET_SECONDS = 0.05  # default users = peak requests/s x this (requests in flight at 50 ms latency)
 MIN_USERS = 10
 
@@ -44,6 +45,7 @@ class Conductor:
         self.plan: Plan | None = None
         self.run_id = 0
         self._shares: tuple[str, ...] = ()
+        self._users_per_worker = 0
 
     @property
     def distributed(self) -> bool:
@@ -60,6 +62,7 @@ class Conductor:
         self._status.running = True
         self._status.run_started = t0
         self._shares = ()
+        self._users_per_worker = 0
         self._share_out()
         return self.plan
 
@@ -78,9 +81,12 @@ class Conductor:
         self._status.mode = stage.mode
         self._status.target_rps = stage.rps if elapsed >= 0 and (plan.end is None or now < plan.end) else 0.0
         workers = max(1, len(self._shares))
-        wanted = opts.num_users or default_users(plan.schedule.peak_rps)  # -u: peak requests in flight
-        users = math.ceil(max(wanted, workers) / workers) * workers  # equal users on every worker
-        return users, float(opts.spawn_rate)
+        if not self._users_per_worker:
+            # -u (requests in flight at most) is split over the workers at the start of the run; a worker joining
+            # later gets as many, so the user count changes with the worker set and Locust dispatches users to it.
+            wanted = opts.num_users or default_users(plan.schedule.peak_rps)
+            self._users_per_worker = math.ceil(wanted / workers)
+        return self._users_per_worker * workers, float(opts.spawn_rate)
 
     def end(self) -> None:
         self._status.running = False
@@ -107,10 +113,12 @@ class Conductor:
             return
         self._shares = workers
         version = time.time_ns()
+        now = self._clock()
+        # The new split takes effect a little in the future, so every worker has the message before it matters.
+        share_from = self.plan.schedule.first_slot_at(now + SPLIT_AHEAD_SECONDS - self.plan.t0)
         if not self.distributed:
-            self._apply_locally(self.plan.with_share(0, 1, version))
+            self._apply_locally(self.plan.with_share(0, 1, version, share_from))
             return
-        sent_at = self._clock()
         for index, client_id in enumerate(workers):
-            share = self.plan.with_share(index, len(workers), version)
-            self._runner.send_message(MESSAGE, share.to_message(sent_at), client_id=client_id)
+            share = self.plan.with_share(index, len(workers), version, share_from)
+            self._runner.send_message(MESSAGE, share.to_message(now), client_id=client_id)

@@ -35,33 +35,56 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self.plan: Plan | None = None
+        self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
         self._next = 0
+        self._sent = -1  # highest slot number handed out in the current run
         self._changed = Event()
 
     def apply(self, plan: Plan) -> bool:
-        """Adopt ``plan`` unless an equal or newer version is already in use. Returns True when adopted."""
+        """Adopt ``plan`` unless an equal or newer version is already in use. Returns True when adopted.
+
+        A re-split (workers joined or left) takes effect at ``plan.share_from``, a slot the master chose a little
+        in the future: until then this process keeps stepping its old share, from then on the new one, so that
+        together the workers send every slot once whatever the message latency.
+        """
         current = self.plan
         if current is not None and plan.version <= current.version:
             return False
         if not _same_share(current, plan):
-            # Start at the first slot of our share that is not yet due: slots that are already due belong to the
-            # past (a worker joining mid-run does not replay them; a re-split hands them to nobody twice).
-            first = plan.schedule.first_slot_at(self._clock() - plan.t0)
-            first += (plan.share_index - first) % plan.share_count
-            self._next = first
+            if current is not None and current.run_id == plan.run_id:
+                self._old = current
+                if self._next >= plan.share_from:  # the message came late: switch now, past what was sent
+                    self._next = _first_of(plan, max(plan.share_from, self._sent + 1))
+                    self._old = None
+            else:
+                self._old, self._sent = None, -1
+                self._next = _first_of(plan, plan.share_from)
         self.plan = plan
-        self._changed.set()
-        self._changed = Event()
+        self._notify()
         return True
 
     def clear(self) -> None:
         """Forget the plan (the run stopped); users wait for the next one."""
-        self.plan = None
+        self.plan = self._old = None
+        self._notify()
+
+    def _notify(self) -> None:
         self._changed.set()
         self._changed = Event()
 
     def wait_for_change(self, timeout: float) -> None:
         self._changed.wait(timeout)
+
+    def _claim(self, plan: Plan) -> int:
+        number = self._next
+        old = self._old
+        if old is not None and number < plan.share_from:
+            following = number + old.share_count
+            self._next = following if following < plan.share_from else _first_of(plan, plan.share_from)
+        else:
+            self._old = None
+            self._next = number + plan.share_count
+        return number
 
     def next_slot(self) -> Slot | None:
         """The next slot of this process, returned when it is due; None when there is no plan or it has ended."""
@@ -69,22 +92,26 @@ class Pacer:
             plan = self.plan
             if plan is None:
                 return None
-            number = self._next
+            number = self._claim(plan)
             due = plan.schedule.slot(number)
             if due is None:
                 return None
-            self._next = number + plan.share_count
             elapsed, mode = due
             at = plan.t0 + elapsed
             delay = at - self._clock()
             if delay > 0:
                 self._sleep(delay)
-            current = self.plan
-            if current is not plan and not _same_share(current, plan):
-                continue  # the share changed while we slept: this slot may now belong to another process
+            if not _still_ours(self.plan, plan, number):
+                continue  # re-split while we slept, and this slot now belongs to another process
+            self._sent = max(self._sent, number)
             nodes = plan.targets.nodes
             node = nodes[number % len(nodes)]
             return Slot(number, at, mode, node, plan.targets.url(node), plan.targets.rejection_statuses)
+
+
+def _first_of(plan: Plan, start: int) -> int:
+    """The first slot at or after ``start`` in the plan's share."""
+    return start + (plan.share_index - start) % plan.share_count
 
 
 def _same_share(a: Plan | None, b: Plan | None) -> bool:
@@ -94,3 +121,12 @@ def _same_share(a: Plan | None, b: Plan | None) -> bool:
         and a.run_id == b.run_id
         and (a.share_index, a.share_count) == (b.share_index, b.share_count)
     )
+
+
+def _still_ours(current: Plan | None, claimed_under: Plan, number: int) -> bool:
+    if current is claimed_under:
+        return True
+    if current is None or current.run_id != claimed_under.run_id:
+        return False
+    # slots before the split point stay with whoever claimed them under the old share
+    return number < current.share_from or number % current.share_count == current.share_index

@@ -27,14 +27,15 @@ class Plan:
     targets: Targets
     share_index: int = 0  # this process sends the slots g with g % share_count == share_index
     share_count: int = 1
+    share_from: int = 0  # ... from this slot on: the first slot due when the master split the run this way
 
     @property
     def end(self) -> float | None:
         """Wall-clock time after which no slot is due."""
         return None if self.schedule.run_time is None else self.t0 + self.schedule.run_time
 
-    def with_share(self, index: int, count: int, version: int) -> Plan:
-        return dataclasses.replace(self, share_index=index, share_count=count, version=version)
+    def with_share(self, index: int, count: int, version: int, share_from: int) -> Plan:
+        return dataclasses.replace(self, share_index=index, share_count=count, version=version, share_from=share_from)
 
     def to_message(self, sent_at: float) -> dict[str, Any]:
         s, t = self.schedule, self.targets
@@ -48,7 +49,7 @@ class Plan:
             "path": t.path,
             "rejection_statuses": sorted(t.rejection_statuses),
             "timeout": t.timeout,
-            "share": [self.share_index, self.share_count],
+            "share": [self.share_index, self.share_count, self.share_from],
         }
 
     @classmethod
@@ -60,7 +61,7 @@ class Plan:
             rejection_statuses=frozenset(data["rejection_statuses"]),
             timeout=data["timeout"],
         )
-        index, count = data["share"]
+        index, count, share_from = data["share"]
         return cls(
             run_id=data["run_id"],
             version=data["version"],
@@ -69,4 +70,5 @@ class Plan:
             targets=targets,
             share_index=index,
             share_count=count,
+            share_from=share_from,
         )

@@ -19,8 +19,8 @@ TARGETS = Targets(parse_nodes("http://127.0.0.1:1,http://127.0.0.1:2,http://127.
 SCHEDULE = Schedule(10, 2, 3, 1, run_time=5)  # steady 0-3 s at 10/s, burst 3-4 s at 20/s, steady 4-5 s
 
 
-def plan(version=1, share=(0, 1), run_id=1, t0=1000.0):
-    return Plan(run_id, version, t0, SCHEDULE, TARGETS, *share)
+def plan(version=1, share=(0, 1), run_id=1, t0=1000.0, share_from=0):
+    return Plan(run_id, version, t0, SCHEDULE, TARGETS, *share, share_from=share_from)
 
 
 def drain(pacer, limit=1000):
@@ -55,12 +55,35 @@ def test_two_workers_interleave_and_together_send_every_slot_once():
     assert sorted(s.number for s in slots) == list(range(60))
 
 
-def test_a_worker_joining_mid_run_starts_at_the_current_slot():
-    t = FakeTime(1002.05)
+def test_a_worker_joining_mid_run_starts_where_the_master_split_the_run():
+    t = FakeTime(1002.3)  # the plan arrived 0.25 s after the split: the slots due since are sent at once, not lost
     pacer = Pacer(t.clock, t.sleep)
-    pacer.apply(plan())
-    first = pacer.next_slot()
-    assert first.number == 21 and first.due >= 1002.05
+    pacer.apply(plan(share=(1, 2), share_from=21))
+    assert [pacer.next_slot().number for _ in range(2)] == [21, 23]
+    assert t.now == 1002.3  # slots 21 and 23 were already due: sent at once
+    assert pacer.next_slot().number == 25 and t.now == 1002.5
+
+
+def test_a_resplit_mid_run_sends_every_slot_exactly_once():
+    t_a, t_b = FakeTime(999.0), FakeTime(999.0)
+    a, b = Pacer(t_a.clock, t_a.sleep), Pacer(t_b.clock, t_b.sleep)
+    a.apply(plan(version=1))
+    sent = [a.next_slot().number for _ in range(20)]  # alone up to slot 19
+    # the master splits from slot 25 on; b joins with the other half and a keeps every slot until then
+    a.apply(plan(version=2, share=(0, 2), share_from=25))
+    b.apply(plan(version=2, share=(1, 2), share_from=25))
+    from_a, from_b = [s.number for s in drain(a)], [s.number for s in drain(b)]
+    assert from_a[:6] == [20, 21, 22, 23, 24, 26] and from_b[:2] == [25, 27]
+    assert sorted(sent + from_a + from_b) == list(range(60))
+
+
+def test_a_resplit_message_arriving_late_switches_at_once_without_repeating():
+    t = FakeTime(999.0)
+    a = Pacer(t.clock, t.sleep)
+    a.apply(plan(version=1))
+    assert [a.next_slot().number for _ in range(25)][-1] == 24  # sent slots 0-24, past the split at 22
+    a.apply(plan(version=2, share=(0, 2), share_from=22))
+    assert a.next_slot().number == 26  # not 22 or 24 again
 
 
 def test_old_or_repeated_plans_are_ignored_and_a_resplit_takes_over():
@@ -72,8 +95,8 @@ def test_old_or_repeated_plans_are_ignored_and_a_resplit_takes_over():
     assert pacer.plan.share_count == 1
     pacer.next_slot()
     pacer.next_slot()
-    assert pacer.apply(plan(version=6, share=(1, 3)))  # re-split: continue with our new share
-    assert pacer.next_slot().number % 3 == 1
+    assert pacer.apply(plan(version=6, share=(1, 3), share_from=1))  # re-split: continue with our new share
+    assert pacer.next_slot().number == 4  # slots 0 and 1 were sent; 4 is the next of ours
 
 
 def test_cleared_pacer_waits_and_accepts_the_next_run():

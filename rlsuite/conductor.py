@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rlsuite import policy as policy_module
 from rlsuite import schedule as schedule_module
 from rlsuite import targets as targets_module
 from rlsuite.metrics import Status
@@ -43,6 +44,7 @@ class Conductor:
         self._apply_locally = apply_locally  # standalone: hand the plan to our own pacer (a master sends it)
         self._clock = clock
         self.plan: Plan | None = None
+        self.policy: policy_module.Policy | None = None  # the declared limit of the current run, if any
         self.run_id = 0
         self._shares: tuple[str, ...] = ()
         self._users_per_worker = 0
@@ -55,9 +57,11 @@ class Conductor:
         """Start a new run from the current options; raises OptionError for a bad value."""
         schedule = schedule_module.from_options(opts)
         targets = targets_module.from_options(opts)
+        self.policy = policy_module.from_options(opts)
+        window_rule = self.policy is not None and self.policy.algorithm != policy_module.TOKEN_BUCKET
         self.run_id += 1
         t0 = math.ceil(self._clock() + LEAD_SECONDS)
-        self.plan = Plan(self.run_id, time.time_ns(), t0, schedule, targets)
+        self.plan = Plan(self.run_id, time.time_ns(), t0, schedule, targets, window_rule=window_rule)
         self._totals.start_run(self.run_id, [n.name for n in targets.nodes])
         self._status.running = True
         self._status.run_started = t0
@@ -91,6 +95,11 @@ class Conductor:
     def end(self) -> None:
         self._status.running = False
         self._status.target_rps = 0.0
+
+    def interrupted(self) -> bool:
+        """True when the current or last run was stopped before its end (or had none)."""
+        plan = self.plan
+        return plan is not None and (plan.end is None or self._clock() < plan.end)
 
     def elapsed(self) -> float:
         """Seconds of load so far in the current or last run (0 before t0, capped at the run time)."""

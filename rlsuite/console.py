@@ -46,9 +46,10 @@ def stage_rates(run: RunView, schedule: Schedule, t0: float, elapsed: float) -> 
     ``t0`` and stage boundaries are whole seconds, so the per-second counts split exactly at stage boundaries.
     """
     out = []
+    by_second = run.by_second()
     for stage in schedule.stages(until=elapsed):
         if stage.end <= elapsed + 1e-9 and stage.duration > 0:
-            started = sum(run.started_between(t0 + stage.start, t0 + stage.end))
+            started = sum(run.started_between(t0 + stage.start, t0 + stage.end, by_second))
             out.append((stage, started / stage.duration))
     return out
 

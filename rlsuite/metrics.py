@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rlsuite.classify import ERROR_KINDS, OUTCOMES
+from rlsuite.headers import RULES
 from rlsuite.schedule import MODES
 from rlsuite.tally import LATENCY_BUCKETS, Totals
 
@@ -28,6 +30,7 @@ class Status:
     target_rps: float = 0.0
     running: bool = False
     run_started: float = 0.0  # wall-clock start (t0) of the current or last run
+    verdict: Any = None  # the latest rlsuite.verdict.Verdict, when a limit is declared
 
 
 class TotalsCollector(Collector):
@@ -87,6 +90,34 @@ class TotalsCollector(Collector):
             "Wall-clock start of the current or last run: a test boundary, since counters are never reset.",
             value=status.run_started,
         )
+
+        findings = CounterMetricFamily(
+            f"{PREFIX}_header_findings",
+            "Rate-limit header conformance findings, by rule and node.",
+            labels=["rule", "node"],
+        )
+        for rule in RULES:
+            for node in totals.nodes:
+                findings.add_metric([rule, node], totals.findings.get((rule, node), 0))
+        yield findings
+        verdict = status.verdict
+        result = GaugeMetricFamily(
+            f"{PREFIX}_verdict",
+            "1 for the verdict so far on the current or last run (pass, fail, inconclusive); all 0 without a "
+            "declared limit (--limit).",
+            labels=["result"],
+        )
+        for name in ("pass", "fail", "inconclusive"):
+            result.add_metric([name], 1.0 if verdict is not None and verdict.result == name else 0.0)
+        yield result
+        ratio = GaugeMetricFamily(
+            f"{PREFIX}_verdict_window_ratio",
+            "Most admitted in one checked window divided by what the declared limit allows there, by mode.",
+            labels=["mode"],
+        )
+        for mode in MODES:
+            ratio.add_metric([mode], verdict.max_ratio(mode) if verdict is not None else 0.0)
+        yield ratio
 
 
 def _le(bound: float) -> str:

@@ -28,11 +28,19 @@ class Slot:
     node: Node
     url: str
     rejection_statuses: frozenset[int]
+    key: int  # index of the API key (limit partition) this slot uses
+    headers: dict[str, str] | None  # the key header, or None when no key is sent
 
 
 class Pacer:
-    def __init__(self, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = gevent.sleep) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = gevent.sleep,
+        on_adopt: Callable[[Plan], None] = lambda plan: None,
+    ) -> None:
         self._clock = clock
+        self._on_adopt = on_adopt
         self._sleep = sleep
         self.plan: Plan | None = None
         self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
@@ -60,6 +68,7 @@ class Pacer:
                 self._old, self._sent = None, -1
                 self._next = _first_of(plan, plan.share_from)
         self.plan = plan
+        self._on_adopt(plan)
         self._notify()
         return True
 
@@ -104,9 +113,11 @@ class Pacer:
             if not _still_ours(self.plan, plan, number):
                 continue  # re-split while we slept, and this slot now belongs to another process
             self._sent = max(self._sent, number)
-            nodes = plan.targets.nodes
-            node = nodes[number % len(nodes)]
-            return Slot(number, at, mode, node, plan.targets.url(node), plan.targets.rejection_statuses)
+            targets = plan.targets
+            node = targets.nodes[number % len(targets.nodes)]
+            key = targets.key_index(number)
+            headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
+            return Slot(number, at, mode, node, targets.url(node), targets.rejection_statuses, key, headers)
 
 
 def _first_of(plan: Plan, start: int) -> int:

@@ -28,6 +28,7 @@ class Plan:
     share_index: int = 0  # this process sends the slots g with g % share_count == share_index
     share_count: int = 1
     share_from: int = 0  # ... from this slot on: the first slot due when the master split the run this way
+    window_rule: bool = False  # the declared limit counts in windows: check that remaining never rises in one
 
     @property
     def end(self) -> float | None:
@@ -49,7 +50,10 @@ class Plan:
             "path": t.path,
             "rejection_statuses": sorted(t.rejection_statuses),
             "timeout": t.timeout,
+            "api_keys": list(t.api_keys),
+            "api_key_header": t.api_key_header,
             "share": [self.share_index, self.share_count, self.share_from],
+            "window_rule": self.window_rule,
         }
 
     @classmethod
@@ -60,6 +64,8 @@ class Plan:
             path=data["path"],
             rejection_statuses=frozenset(data["rejection_statuses"]),
             timeout=data["timeout"],
+            api_keys=tuple(data["api_keys"]),
+            api_key_header=data["api_key_header"],
         )
         index, count, share_from = data["share"]
         return cls(
@@ -71,4 +77,5 @@ class Plan:
             share_index=index,
             share_count=count,
             share_from=share_from,
+            window_rule=data["window_rule"],
         )

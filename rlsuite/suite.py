@@ -12,23 +12,27 @@ from __future__ import annotations
 
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
+import json
 import logging
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
 
-from rlsuite import console, exporter, schedule, targets
+from rlsuite import console, exporter, policy, schedule, targets
 from rlsuite.classify import ALLOWED, ERROR, LIMITED, error_kind
 from rlsuite.conductor import Conductor, default_users
+from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, Plan
 from rlsuite.tally import DELTA_KEY, Tally, Totals
 from rlsuite.users import CONTEXT_KEY
+from rlsuite.verdict import PASS, Verdict, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ def register(events: Any) -> None:
 def add_arguments(parser: Any) -> None:
     targets.add_arguments(parser)
     schedule.add_arguments(parser)
+    policy.add_arguments(parser)
     exporter.add_arguments(parser)
     console.add_arguments(parser)
 
@@ -55,6 +60,7 @@ def check_options(opts: Any) -> None:
     """Every option check; raises OptionError with a one-line message."""
     targets.from_options(opts)
     schedule.from_options(opts)
+    policy.from_options(opts)
     exporter.check_options(opts)
     console.check_options(opts)
 
@@ -71,7 +77,8 @@ class Suite:
 
     def __init__(self, environment: Any) -> None:
         self.environment = environment
-        self.pacer = Pacer()
+        self.pacer = Pacer(on_adopt=self._on_plan_adopted)
+        self.headers = HeaderChecker(window_based=False)
         self.tally = Tally()
         self.totals = Totals()
         self.status = Status()
@@ -101,21 +108,34 @@ class Suite:
         slot = context.get(CONTEXT_KEY)
         if slot is None:
             return  # not one of ours
+        seconds = response_time / 1000.0
         if exception is None:
-            outcome, kind = (ALLOWED if response.status_code == 200 else LIMITED), None
+            limited = response.status_code != 200
+            outcome, kind = (LIMITED if limited else ALLOWED), None
+            self.headers.check(
+                response.headers, limited, slot.node.name, slot.key, start_time, start_time + seconds, self.tally.found
+            )
         else:
             outcome = ERROR
             kind = error_kind(response.status_code or 0, getattr(response, "error", None) or exception)
-        self.tally.record(slot.mode, outcome, slot.node.name, response_time / 1000.0, start_time, kind)
+        self.tally.record(slot.mode, outcome, slot.node.name, seconds, start_time, kind, slot.key)
+
+    def _on_plan_adopted(self, plan: Plan) -> None:
+        if plan.window_rule != self.headers.window_based:
+            self.headers = HeaderChecker(plan.window_rule)
 
     def current_run_id(self) -> int:
         plan = self.pacer.plan
         return plan.run_id if plan is not None else self.totals.run.run_id
 
+    def drain(self) -> dict:
+        self.tally.advertised |= self.headers.advertised
+        return self.tally.drain(self.current_run_id())
+
     def sync(self) -> None:
         """Bring the totals up to date: a standalone process drains its own tally (a master gets worker deltas)."""
         if not self.is_master and not self.is_worker:
-            self.totals.absorb(self.tally.drain(self.current_run_id()))
+            self.totals.absorb(self.drain())
 
     # -- worker side -------------------------------------------------------------------------------------------
 
@@ -127,7 +147,7 @@ class Suite:
             logger.debug("adopted plan v%s: share %s/%s", plan.version, plan.share_index, plan.share_count)
 
     def on_report_to_master(self, data: dict, **_: Any) -> None:
-        data[DELTA_KEY] = self.tally.drain(self.current_run_id())
+        data[DELTA_KEY] = self.drain()
 
     # -- master / standalone side ------------------------------------------------------------------------------
 
@@ -207,7 +227,35 @@ class Suite:
             stats.num_requests,
         )
         where = f"\nPrometheus metrics: {self.exporter.url}" if self.exporter and self.exporter.url else ""
+        verdict = self.judge()
+        if verdict is not None:
+            where += "\n\n" + verdict.render()
+            path = str(self.environment.parsed_options.verdict_json)
+            if path:
+                write_json(path, verdict.to_json())
+                where += f"\nVerdict JSON: {path}"
+        elif self.conductor.policy is None:
+            where += "\nNo limit declared (--limit): no verdict."
         print(f"\n{text}{where}\n", flush=True)
+
+    def judge(self) -> Verdict | None:
+        """The verdict on the current run so far (None without a declared limit); also shown in /metrics."""
+        conductor = self.conductor
+        if conductor is None or conductor.policy is None or conductor.plan is None:
+            return None
+        plan = conductor.plan
+        verdict = evaluate(
+            conductor.policy,
+            self.totals.run,
+            plan.schedule,
+            plan.t0,
+            conductor.elapsed(),
+            [n.name for n in plan.targets.nodes],
+            plan.targets.partitions,
+            conductor.interrupted(),
+        )
+        self.status.verdict = verdict
+        return verdict
 
     def on_test_stop(self, **_: Any) -> None:
         self._stop_printer()
@@ -227,6 +275,11 @@ class Suite:
             runner.quit()
         self._stop_printer()
         self.summarise()
+        verdict = self.status.verdict
+        if verdict is not None and verdict.result != PASS:
+            # 3: the cluster did not honour its limit; 4: the run could not tell. Locust's own 1 (failures) and
+            # 2 (bad input) stay as they are when the verdict passed.
+            environment.process_exit_code = verdict.exit_code
         if self.exporter is not None:
             linger = float(environment.parsed_options.metrics_linger)
             if linger > 0 and self.exporter.url:
@@ -234,6 +287,12 @@ class Suite:
                 scraped = self.exporter.linger(linger)
                 logger.info("rlsuite: %s", "final counts scraped" if scraped else "no scrape came; exiting")
             self.exporter.stop()
+
+
+def write_json(path: str, data: dict) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _stop_on_sigterm(runner: Any) -> None:

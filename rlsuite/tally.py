@@ -25,18 +25,30 @@ DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 class Tally:
     """Counts since the last drain, in the process that sent the requests."""
 
-    __slots__ = ("errors", "latency", "requests", "seconds")
+    __slots__ = ("advertised", "errors", "examples", "findings", "latency", "requests", "seconds")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
         self.errors: dict[tuple[str, str, str], int] = {}  # (mode, node, kind)
         self.latency: dict[tuple[str, str], list[float]] = {}  # (mode, outcome) -> bucket counts, +Inf, sum
-        self.seconds: dict[int, list[int]] = {}  # wall-clock second of the request start -> per-outcome counts
+        # (wall-clock second the request started, node, key index) -> per-outcome counts: what the verdict checks
+        self.seconds: dict[tuple[int, str, int], list[int]] = {}
+        self.findings: dict[tuple[str, str], int] = {}  # header findings: (rule, node) -> count
+        self.examples: dict[str, str] = {}  # rule -> the first example seen
+        self.advertised: set[str] = set()  # what the target said its policy was
 
-    def record(self, mode: str, outcome: str, node: str, seconds: float, start: float, kind: str | None) -> None:
-        key = (mode, outcome, node)
+    def found(self, rule: str, node: str, example: str) -> None:
+        key = (rule, node)
+        self.findings[key] = self.findings.get(key, 0) + 1
+        if rule not in self.examples:
+            self.examples[rule] = f"{node}: {example}"
+
+    def record(
+        self, mode: str, outcome: str, node: str, seconds: float, start: float, kind: str | None, key: int = 0
+    ) -> None:
+        rkey = (mode, outcome, node)
         requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        requests[rkey] = requests.get(rkey, 0) + 1
         if kind is not None:
             ekey = (mode, node, kind)
             self.errors[ekey] = self.errors.get(ekey, 0) + 1
@@ -45,10 +57,10 @@ class Tally:
             hist = self.latency[(mode, outcome)] = [0] * (len(LATENCY_BUCKETS) + 2)
         hist[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         hist[-1] += seconds
-        second = int(start)
-        counts = self.seconds.get(second)
+        skey = (int(start), node, key)
+        counts = self.seconds.get(skey)
         if counts is None:
-            counts = self.seconds[second] = [0, 0, 0]
+            counts = self.seconds[skey] = [0, 0, 0]
         counts[OUTCOME_INDEX[outcome]] += 1
 
     def drain(self, run_id: int) -> dict[str, Any]:
@@ -58,9 +70,13 @@ class Tally:
             "requests": [[*k, v] for k, v in self.requests.items()],
             "errors": [[*k, v] for k, v in self.errors.items()],
             "latency": [[*k, v] for k, v in self.latency.items()],
-            "seconds": [[k, *v] for k, v in self.seconds.items()],
+            "seconds": [[*k, *v] for k, v in self.seconds.items()],
+            "findings": [[*k, v] for k, v in self.findings.items()],
+            "examples": self.examples,
+            "advertised": sorted(self.advertised),
         }
         self.requests, self.errors, self.latency, self.seconds = {}, {}, {}, {}
+        self.findings, self.examples = {}, {}
         return delta
 
 
@@ -71,7 +87,10 @@ class RunView:
         self.run_id = run_id
         self.requests: dict[tuple[str, str, str], int] = {}
         self.errors: dict[tuple[str, str, str], int] = {}
-        self.seconds: dict[int, list[int]] = {}
+        self.seconds: dict[tuple[int, str, int], list[int]] = {}
+        self.findings: dict[tuple[str, str], int] = {}
+        self.examples: dict[str, str] = {}
+        self.advertised: set[str] = set()
 
     def count(self, mode: str | None = None, outcome: str | None = None, node: str | None = None) -> int:
         return sum(
@@ -80,11 +99,21 @@ class RunView:
             if (mode is None or m == mode) and (outcome is None or o == outcome) and (node is None or n == node)
         )
 
-    def started_between(self, start: float, end: float) -> list[int]:
-        """Per-outcome counts of requests started in whole seconds [start, end)."""
+    def by_second(self) -> dict[int, list[int]]:
+        """Per-outcome counts per wall-clock second, over all nodes and keys."""
+        out: dict[int, list[int]] = {}
+        for (second, _, _), counts in self.seconds.items():
+            mine = out.setdefault(second, [0, 0, 0])
+            for i in range(3):
+                mine[i] += counts[i]
+        return out
+
+    def started_between(self, start: float, end: float, by_second: dict[int, list[int]] | None = None) -> list[int]:
+        """Per-outcome counts of requests started in whole seconds [start, end), over all nodes and keys."""
+        by_second = self.by_second() if by_second is None else by_second
         total = [0, 0, 0]
         for second in range(int(start), int(end)):
-            counts = self.seconds.get(second)
+            counts = by_second.get(second)
             if counts:
                 for i in range(3):
                     total[i] += counts[i]
@@ -98,6 +127,7 @@ class Totals:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.errors: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str], list[float]] = {}
+        self.findings: dict[tuple[str, str], int] = {}
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
         self.run = RunView(run_id=-1)
 
@@ -125,11 +155,18 @@ class Totals:
             mine = self.latency.setdefault((mode, outcome), [0] * (len(LATENCY_BUCKETS) + 2))
             for i, v in enumerate(hist):
                 mine[i] += v
+        for rule, node, n in delta["findings"]:
+            self.findings[(rule, node)] = self.findings.get((rule, node), 0) + n
+            if this_run:
+                self.run.findings[(rule, node)] = self.run.findings.get((rule, node), 0) + n
         if this_run:
-            for second, *counts in delta["seconds"]:
-                mine = self.run.seconds.setdefault(second, [0, 0, 0])
+            for second, node, key, *counts in delta["seconds"]:
+                mine = self.run.seconds.setdefault((second, node, key), [0, 0, 0])
                 for i in range(3):
                     mine[i] += counts[i]
+            for rule, example in delta["examples"].items():
+                self.run.examples.setdefault(rule, example)
+            self.run.advertised.update(delta["advertised"])
 
     def request_count(self) -> int:
         return sum(self.requests.values())

@@ -33,6 +33,22 @@ def add_arguments(parser: Any) -> None:
     )
     options.add(
         group,
+        "api-keys",
+        type=str,
+        default="",
+        help="Comma-separated API keys to send, spread evenly over the requests (each key is its own limit "
+        "partition); empty = no key header, one shared partition.",
+    )
+    options.add(
+        group,
+        "api-key-count",
+        type=int,
+        default=0,
+        help="Instead of --api-keys: send this many generated keys (rlsuite-key-1, rlsuite-key-2, ...).",
+    )
+    options.add(group, "api-key-header", type=str, default="X-Api-Key", help="Header that carries the API key.")
+    options.add(
+        group,
         "request-timeout",
         type=float,
         default=2.0,
@@ -52,9 +68,20 @@ class Targets:
     path: str
     rejection_statuses: frozenset[int]
     timeout: float
+    api_keys: tuple[str, ...] = ()  # empty: no key header
+    api_key_header: str = "X-Api-Key"
 
     def url(self, node: Node) -> str:
         return node.url + self.path
+
+    @property
+    def partitions(self) -> int:
+        """Number of limit partitions the load is spread over (one when no key is sent)."""
+        return max(1, len(self.api_keys))
+
+    def key_index(self, slot: int) -> int:
+        """The key of slot ``slot``: cycles once per round of nodes, so every node sees every key equally."""
+        return (slot // len(self.nodes)) % self.partitions
 
 
 def parse_nodes(raw: str) -> tuple[Node, ...]:
@@ -97,13 +124,31 @@ def parse_statuses(raw: str) -> frozenset[int]:
     return frozenset(statuses)
 
 
+def parse_keys(raw: str, count: int) -> tuple[str, ...]:
+    keys = [k.strip() for k in str(raw).split(",")] if str(raw).strip() else []
+    if any(not k or not k.isprintable() or " " in k for k in keys):
+        raise OptionError("api-keys", f"has an empty or blank entry in {raw!r}", "give comma-separated keys")
+    if len(set(keys)) != len(keys):
+        raise OptionError("api-keys", "lists a key twice", "list each key once")
+    if keys and count:
+        raise OptionError("api-key-count", "cannot be combined with --api-keys", "use one of the two")
+    if count < 0 or count > 10000:
+        raise OptionError("api-key-count", f"must be 0-10000, got {count}", "set e.g. --api-key-count 10")
+    return tuple(keys) or tuple(f"rlsuite-key-{i + 1}" for i in range(count))
+
+
 def from_options(opts: Any) -> Targets:
     path = str(opts.request_path)
     if not path.startswith("/"):
         raise OptionError("request-path", f"must start with '/', got {path!r}", "set e.g. --request-path /api")
+    header = str(opts.api_key_header).strip()
+    if not header or not all(c.isalnum() or c in "-_" for c in header):
+        raise OptionError("api-key-header", f"is not a header name: {header!r}", "set e.g. --api-key-header X-Api-Key")
     return Targets(
         nodes=parse_nodes(opts.node_hosts),
         path=path,
         rejection_statuses=parse_statuses(opts.rejection_statuses),
         timeout=options.number(opts, "request-timeout", above=0),
+        api_keys=parse_keys(opts.api_keys, int(options.number(opts, "api-key-count"))),
+        api_key_header=header,
     )

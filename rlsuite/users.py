@@ -36,7 +36,7 @@ class RateLimitUser(FastHttpUser):
             self._pacer.wait_for_change(1.0)
             return
         with self.client.request(
-            "GET", slot.url, name=slot.node.name, context={CONTEXT_KEY: slot}, catch_response=True
+            "GET", slot.url, name=slot.node.name, headers=slot.headers, context={CONTEXT_KEY: slot}, catch_response=True
         ) as response:
             error = getattr(response, "error", None)
             status = response.status_code or 0

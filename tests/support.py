@@ -195,7 +195,7 @@ def locust_args(node_hosts: str, *args: str) -> list[str]:
     ]
 
 
-def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90) -> LocustRun:
+def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90, exit_code: int = 0) -> LocustRun:
     """A headless run to its end; /metrics is scraped once after the run, while it lingers for that scrape."""
     json_file = tmp_path / "locust_stats"
     proc = Proc(locust_args(node_hosts, "--metrics-linger", "30", "--json-file", str(json_file), *args))
@@ -203,6 +203,6 @@ def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90)
         url = proc.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=timeout).group(1)
         metrics = scrape(url)
         code = proc.wait(30)
-    assert code == 0, proc.output[-4000:]
+    assert code == exit_code, proc.output[-4000:]
     assert "Traceback" not in proc.output, proc.output
     return LocustRun(proc, json_file.with_suffix(".json"), metrics)

@@ -1,5 +1,6 @@
 """End to end: `locust -f locustfiles/ratelimit.py --headless` against the demo cluster, all real processes."""
 
+import json
 import re
 import signal
 
@@ -28,6 +29,10 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
         run = run_locust(
             cluster.node_hosts,
             tmp_path,
+            "--limit",
+            "120",
+            "--window",
+            "1",
             "-t",
             "15s",
             "--steady-rps",
@@ -72,16 +77,105 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
     assert re.search(r"\[rlsuite\] BURST ", out)
     assert "Rate-limiter summary: 3 node(s), 15s of load (steady 9s, burst 6s)" in out
     assert f"Locust counted {run.locust_requests} requests; the suite counted {run.locust_requests}." in out
+    # the cluster enforces what was declared: the verdict passes, and says what the target advertised
+    assert "Verdict: PASS  (declared: 120 requests per 1s window (token-bucket, burst 120, global))" in out
+    assert 'Advertised by the target: RateLimit-Policy "default" q=120 w=1' in out
+    assert "Header findings: none" in out
+    assert sample_sum(run.metrics, "rlsuite_verdict", result="pass") == 1
 
 
-@pytest.mark.parametrize(("scope", "factor"), [("global", 1), ("per-node", 3)])
-def test_per_node_enforcement_admits_about_nodes_times_the_limit(tmp_path, scope, factor):
+@pytest.mark.parametrize(
+    ("scope", "extra", "factor", "code"),
+    [("global", [], 1, 0), ("per-node", [], 3, 3), ("per-node", ["--processes", "2"], 3, 3)],
+    ids=["global", "per-node", "per-node-distributed"],
+)
+def test_the_verdict_catches_a_cluster_that_enforces_the_limit_per_node(tmp_path, scope, extra, factor, code):
     # fixed window of 20 per second, offered 150/s: a global limit admits 20/s, a per-node one 3 x 20/s
+    declared = ["--limit", "20", "--window", "1", "--limit-algorithm", "fixed-window"]
     with demo_cluster("--algorithm", "fixed-window", "--limit", "20", "--window", "1", "--scope", scope) as cluster:
-        run = run_locust(cluster.node_hosts, tmp_path, "-t", "5s", "--steady-rps", "150", "--burst-duration", "0")
+        run = run_locust(
+            cluster.node_hosts,
+            tmp_path,
+            "-t",
+            "5s",
+            "--steady-rps",
+            "150",
+            "--burst-duration",
+            "0",
+            *declared,
+            "--verdict-json",
+            str(tmp_path / "verdict.json"),
+            *extra,
+            exit_code=code,
+        )
         admitted = cluster.server_total("admitted")
     assert per(run, outcome="allowed") == admitted
     assert admitted / 5 == pytest.approx(20 * factor, rel=0.05)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["exit_code"] == code
+    if factor == 1:
+        assert verdict["result"] == "pass" and verdict["reasons"] == []
+    else:
+        assert verdict["result"] == "fail"
+        assert "3.0x the bound of 20" in verdict["reasons"][0]
+        assert "as if each of the 3 nodes enforced the limit alone" in verdict["reasons"][0]
+        assert "Verdict: FAIL" in run.proc.output and "Shutting down (exit code 3)" in run.proc.output
+
+
+def test_a_limiter_stricter_than_declared_fails_with_under_admission(tmp_path):
+    # the cluster admits 60/s, the policy says 120/s: steady 100/s should pass untouched, but 40% is limited
+    with demo_cluster("--limit", "60", "--window", "1") as cluster:
+        run = run_locust(
+            cluster.node_hosts,
+            tmp_path,
+            "-t",
+            "4s",
+            "--steady-rps",
+            "100",
+            "--burst-duration",
+            "0",
+            "--limit",
+            "120",
+            "--window",
+            "1",
+            exit_code=3,
+        )
+    assert re.search(
+        r"Reason: steady traffic offered below the limit was limited \d+\.\d% of the time", run.proc.output
+    )
+    assert "the cluster under-admits" in run.proc.output
+
+
+@pytest.mark.parametrize(("strict", "code"), [(False, 0), (True, 3)], ids=["findings-reported", "strict-headers"])
+def test_a_target_without_retry_after_is_a_finding_that_fails_only_when_strict(tmp_path, strict, code):
+    with demo_cluster("--limit", "40", "--window", "1", "--no-retry-after") as cluster:
+        run = run_locust(
+            cluster.node_hosts,
+            tmp_path,
+            "-t",
+            "4s",
+            "--steady-rps",
+            "30",
+            "--burst-multiplier",
+            "4",
+            "--burst-every",
+            "2",
+            "--burst-duration",
+            "1",
+            "--limit",
+            "40",
+            "--window",
+            "1",
+            *(["--strict-headers"] if strict else []),
+            exit_code=code,
+        )
+    out = run.proc.output
+    limited = int(per(run, outcome="limited"))
+    assert limited > 0
+    assert f"Header findings: retry_after_missing x{limited}" in out
+    assert "e.g. retry_after_missing: 127.0.0.1:" in out and "a limited answer without Retry-After" in out
+    assert sample_sum(run.metrics, "rlsuite_header_findings_total", rule="retry_after_missing") == limited
+    assert ("Verdict: FAIL" in out) == strict
 
 
 def test_redis_backend_shares_one_global_limit_across_node_processes(tmp_path, redis_available):

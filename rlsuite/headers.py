@@ -1,0 +1,182 @@
+"""Rate-limit header conformance: what a limiter advertises, and where its fields break the rules.
+
+Rules (each a finding, counted per node; they fail the verdict only with --strict-headers):
+
+- ``retry_after_missing``: a limited answer without ``Retry-After`` (RFC 6585 section 4 lets it out; clients need it).
+- ``retry_after_malformed``: ``Retry-After`` neither delay-seconds nor an HTTP-date (RFC 9110 section 10.2.3).
+- ``policy_malformed`` / ``ratelimit_malformed``: ``RateLimit-Policy`` / ``RateLimit`` not a Structured Fields list
+  of items with an integer ``q`` / ``r`` (draft-ietf-httpapi-ratelimit-headers; the draft says such fields
+  "MUST be ignored", so a client cannot use them).
+- ``ratelimit_inconsistent``: remaining ``r`` above the quota ``q`` of the same policy, or a limited answer that
+  says quota remains.
+- ``x_ratelimit_malformed`` / ``x_ratelimit_inconsistent``: ``X-RateLimit-Limit/-Remaining/-Reset`` not
+  non-negative integers, or remaining above limit.
+- ``remaining_rose``: (fixed windows only) remaining went up between two requests of one key on one node within the
+  same window, the second started after the first had its answer.
+
+Parsing is pure; ``HeaderChecker`` keeps the little state the last rule needs.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+RULES = (
+    "retry_after_missing",
+    "retry_after_malformed",
+    "policy_malformed",
+    "ratelimit_malformed",
+    "ratelimit_inconsistent",
+    "x_ratelimit_malformed",
+    "x_ratelimit_inconsistent",
+    "remaining_rose",
+)
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_TOKEN = r"[A-Za-z*][A-Za-z0-9_\-.:%*/!#$&'+^`|~]*"
+_BARE = rf"(?:-?\d{{1,15}}(?:\.\d{{1,3}})?|{_STRING}|{_TOKEN}|:[A-Za-z0-9+/=]*:|\?[01])"
+_KEY = r"[a-z*][a-z0-9_\-.*]*"
+_ITEM = re.compile(rf"^\s*({_STRING}|{_TOKEN})((?:\s*;\s*{_KEY}(?:={_BARE})?)*)\s*$")
+_PARAM = re.compile(rf";\s*({_KEY})(?:=({_BARE}))?")
+
+
+def parse_list(value: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """A Structured Fields list of items with parameters, as RateLimit and RateLimit-Policy use; None if malformed."""
+    items = []
+    for member in _members(value):
+        m = _ITEM.match(member)
+        if m is None:
+            return None
+        name = m.group(1).strip('"')
+        params: dict[str, Any] = {}
+        for key, raw in _PARAM.findall(m.group(2)):
+            params[key] = _bare(raw) if raw else True
+        items.append((name, params))
+    return items
+
+
+def _members(value: str) -> list[str]:
+    """Split a list on the commas that are not inside a quoted string."""
+    members, start, quoted, escaped = [], 0, False, False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            members.append(value[start:i])
+            start = i + 1
+    members.append(value[start:])
+    return members
+
+
+def _bare(raw: str) -> Any:
+    if raw[0] == '"':
+        return raw[1:-1]
+    if raw[0] in "-0123456789":
+        return float(raw) if "." in raw else int(raw)
+    return raw
+
+
+def retry_after_ok(value: str) -> bool:
+    value = value.strip()
+    if value.isdigit():
+        return True
+    try:
+        return parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+def policies(value: str | None) -> dict[str, tuple[int, int | None]] | None:
+    """RateLimit-Policy as {name: (quota q, window w)}; None when malformed, {} when absent."""
+    if value is None:
+        return {}
+    items = parse_list(value)
+    if items is None or any(not isinstance(p.get("q"), int) or p["q"] < 0 for _, p in items):
+        return None
+    return {name: (p["q"], p.get("w") if isinstance(p.get("w"), int) else None) for name, p in items}
+
+
+def remaining(value: str | None) -> dict[str, tuple[int, int | None]] | None:
+    """RateLimit as {name: (remaining r, reset t)}; None when malformed, {} when absent."""
+    if value is None:
+        return {}
+    items = parse_list(value)
+    if items is None or any(not isinstance(p.get("r"), int) or p["r"] < 0 for _, p in items):
+        return None
+    return {name: (p["r"], p.get("t") if isinstance(p.get("t"), int) else None) for name, p in items}
+
+
+def _non_negative_int(value: str | None) -> int | bool | None:
+    """The integer, None when absent, False when malformed."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else False
+
+
+class HeaderChecker:
+    """Checks the answers of one process; findings go to a sink ``(rule, node, example)``."""
+
+    def __init__(self, window_based: bool) -> None:
+        self.window_based = window_based
+        self._last: dict[tuple[str, str], tuple[float, float, int]] = {}  # (node, key) -> (answered at, reset at, r)
+        self.advertised: set[str] = set()  # distinct advertised policies, as text
+
+    def check(
+        self, headers: Any, limited: bool, node: str, key: str, start: float, answered: float, found: Any
+    ) -> None:
+        get = headers.get
+        if limited:
+            retry_after = get("Retry-After")
+            if retry_after is None:
+                found("retry_after_missing", node, "a limited answer without Retry-After")
+            elif not retry_after_ok(retry_after):
+                found("retry_after_malformed", node, f"Retry-After: {retry_after}")
+
+        quota = policies(get("RateLimit-Policy"))
+        if quota is None:
+            found("policy_malformed", node, f"RateLimit-Policy: {get('RateLimit-Policy')}")
+            quota = {}
+        for name, (q, w) in quota.items():
+            self._advertise(f'RateLimit-Policy "{name}" q={q}' + (f" w={w}" if w is not None else ""))
+        left = remaining(get("RateLimit"))
+        if left is None:
+            found("ratelimit_malformed", node, f"RateLimit: {get('RateLimit')}")
+            left = {}
+        current: tuple[int, int | None] | None = None
+        for name, (r, t) in left.items():
+            current = current or (r, t)
+            if name in quota and r > quota[name][0]:
+                found("ratelimit_inconsistent", node, f"RateLimit r={r} above RateLimit-Policy q={quota[name][0]}")
+            if limited and r > 0:
+                found("ratelimit_inconsistent", node, f"a limited answer with RateLimit r={r}")
+
+        x_limit, x_left = _non_negative_int(get("X-RateLimit-Limit")), _non_negative_int(get("X-RateLimit-Remaining"))
+        x_reset = _non_negative_int(get("X-RateLimit-Reset"))
+        if x_limit is False or x_left is False or x_reset is False:
+            found("x_ratelimit_malformed", node, "X-RateLimit-Limit/-Remaining/-Reset not a non-negative integer")
+        else:
+            if x_limit is not None:
+                self._advertise(f"X-RateLimit-Limit {x_limit}")
+            if x_limit is not None and x_left is not None and x_left > x_limit:
+                found("x_ratelimit_inconsistent", node, f"X-RateLimit-Remaining {x_left} above the limit {x_limit}")
+            if current is None and x_left is not None:
+                current = (x_left, None)
+
+        if self.window_based and current is not None and current[1] is not None:
+            r, t = current
+            reset_at = answered + t
+            previous = self._last.get((node, key))
+            if previous is not None and start > previous[0] and abs(reset_at - previous[1]) < 1.0 and r > previous[2]:
+                found("remaining_rose", node, f"remaining rose from {previous[2]} to {r} within one window")
+            self._last[(node, key)] = (answered, reset_at, r)
+
+    def _advertise(self, text: str) -> None:
+        if len(self.advertised) < 8:  # a few distinct values are informative; more would be noise
+            self.advertised.add(text)

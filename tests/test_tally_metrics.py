@@ -42,6 +42,9 @@ def test_metric_names_follow_prometheus_conventions():
         "rlsuite_target_rps",
         "rlsuite_running",
         "rlsuite_run_start_timestamp_seconds",
+        "rlsuite_header_findings_total",
+        "rlsuite_verdict",
+        "rlsuite_verdict_window_ratio",
     }
 
 

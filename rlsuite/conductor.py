@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rlsuite import pacing as pacing_module
 from rlsuite import policy as policy_module
 from rlsuite import schedule as schedule_module
 from rlsuite import targets as targets_module
@@ -61,7 +62,10 @@ class Conductor:
         window_rule = self.policy is not None and self.policy.algorithm != policy_module.TOKEN_BUCKET
         self.run_id += 1
         t0 = math.ceil(self._clock() + LEAD_SECONDS)
-        self.plan = Plan(self.run_id, time.time_ns(), t0, schedule, targets, window_rule=window_rule)
+        max_delay = pacing_module.check_options(opts)
+        self.plan = Plan(
+            self.run_id, time.time_ns(), t0, schedule, targets, max_delay=max_delay, window_rule=window_rule
+        )
         self._totals.start_run(self.run_id, [n.name for n in targets.nodes])
         self._status.running = True
         self._status.run_started = t0

@@ -10,7 +10,7 @@ from typing import Any
 from rlsuite import options
 from rlsuite.classify import OUTCOMES
 from rlsuite.schedule import MODES, Schedule, Stage
-from rlsuite.tally import RunView
+from rlsuite.tally import DROPPED, INTENDED, LATE, SERVICE, RunView
 
 
 def add_arguments(parser: Any) -> None:
@@ -37,6 +37,7 @@ def status_line(
     return (
         f"[rlsuite] {mode.upper():<6} t={elapsed:5.0f}s  target {target_rps:8.1f}/s  achieved {achieved_rps:8.1f}/s"
         f" (requests started {lo:.0f}-{hi:.0f}s)  allowed {allowed}  limited {limited}  error {error}"
+        f"  late {run.sent(None, LATE)}  dropped {run.sent(None, DROPPED)}"
     )
 
 
@@ -88,9 +89,23 @@ def summary(
     for node in nodes:
         counts = [run.count(node=node, outcome=o) for o in OUTCOMES]
         lines.append(f"{node:<24}{counts[0]:>9}{counts[1]:>9}{counts[2]:>8}{_share(sum(counts), total):>9}")
+    lines.append(
+        f"{'Latency ms':<12}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}   from intended send:"
+        f"{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'late':>8}{'dropped':>8}"
+    )
+    for mode in MODES:
+        cells = [_ms(run.percentile(mode, kind, q)) for kind in (SERVICE, INTENDED) for q in (0.5, 0.95, 0.99, 1.0)]
+        lines.append(
+            f"{mode:<12}{''.join(f'{c:>8}' for c in cells[:4])}{'':>22}{''.join(f'{c:>8}' for c in cells[4:])}"
+            f"{run.sent(mode, LATE):>8}{run.sent(mode, DROPPED):>8}"
+        )
     if locust_requests is not None:
         lines.append(f"Locust counted {locust_requests} requests; the suite counted {total}.")
     return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 def _rate(n: int, seconds: float) -> float:

@@ -19,7 +19,9 @@ Parsing is pure; ``HeaderChecker`` keeps the little state the last rule needs.
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -82,6 +84,7 @@ def _bare(raw: str) -> Any:
     return raw
 
 
+@functools.lru_cache(maxsize=1024)
 def retry_after_ok(value: str) -> bool:
     value = value.strip()
     if value.isdigit():
@@ -92,6 +95,9 @@ def retry_after_ok(value: str) -> bool:
         return False
 
 
+# Answers repeat the same few field values (the policy never changes, remaining counts through a small range), so
+# parsing is cached: checking every answer then costs a dictionary look-up, not a regex.
+@functools.lru_cache(maxsize=4096)
 def policies(value: str | None) -> dict[str, tuple[int, int | None]] | None:
     """RateLimit-Policy as {name: (quota q, window w)}; None when malformed, {} when absent."""
     if value is None:
@@ -102,6 +108,7 @@ def policies(value: str | None) -> dict[str, tuple[int, int | None]] | None:
     return {name: (p["q"], p.get("w") if isinstance(p.get("w"), int) else None) for name, p in items}
 
 
+@functools.lru_cache(maxsize=4096)
 def remaining(value: str | None) -> dict[str, tuple[int, int | None]] | None:
     """RateLimit as {name: (remaining r, reset t)}; None when malformed, {} when absent."""
     if value is None:
@@ -120,16 +127,62 @@ def _non_negative_int(value: str | None) -> int | bool | None:
     return int(value) if value.isdigit() else False
 
 
+@dataclass(frozen=True)
+class Fields:
+    """What one combination of rate-limit field values says, worked out once (cached) for every answer carrying it."""
+
+    findings: tuple[tuple[str, str], ...]  # (rule, example)
+    remaining: int | None  # quota left, from RateLimit (or X-RateLimit-Remaining)
+    reset: int | None  # seconds until the window resets, from RateLimit's t
+    advertised: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def judge_fields(
+    policy: str | None, ratelimit: str | None, x_limit: str | None, x_left: str | None, x_reset: str | None
+) -> Fields:
+    findings: list[tuple[str, str]] = []
+    advertised: list[str] = []
+    quota = policies(policy)
+    if quota is None:
+        findings.append(("policy_malformed", f"RateLimit-Policy: {policy}"))
+        quota = {}
+    for name, (q, w) in quota.items():
+        advertised.append(f'RateLimit-Policy "{name}" q={q}' + (f" w={w}" if w is not None else ""))
+    left = remaining(ratelimit)
+    if left is None:
+        findings.append(("ratelimit_malformed", f"RateLimit: {ratelimit}"))
+        left = {}
+    current: tuple[int, int | None] | None = None
+    for name, (r, t) in left.items():
+        current = current or (r, t)
+        if name in quota and r > quota[name][0]:
+            findings.append(("ratelimit_inconsistent", f"RateLimit r={r} above RateLimit-Policy q={quota[name][0]}"))
+    limit, left_x, reset_x = _non_negative_int(x_limit), _non_negative_int(x_left), _non_negative_int(x_reset)
+    if limit is False or left_x is False or reset_x is False:
+        findings.append(("x_ratelimit_malformed", "X-RateLimit-Limit/-Remaining/-Reset not a non-negative integer"))
+    else:
+        if limit is not None:
+            advertised.append(f"X-RateLimit-Limit {limit}")
+        if limit is not None and left_x is not None and left_x > limit:
+            findings.append(("x_ratelimit_inconsistent", f"X-RateLimit-Remaining {left_x} above the limit {limit}"))
+        if current is None and left_x is not None:
+            current = (left_x, None)
+    r, t = current if current is not None else (None, None)
+    return Fields(tuple(findings), r, t, tuple(advertised))
+
+
 class HeaderChecker:
     """Checks the answers of one process; findings go to a sink ``(rule, node, example)``."""
 
     def __init__(self, window_based: bool) -> None:
         self.window_based = window_based
-        self._last: dict[tuple[str, str], tuple[float, float, int]] = {}  # (node, key) -> (answered at, reset at, r)
+        self._last: dict[tuple[str, int], tuple[float, float, int]] = {}  # (node, key) -> (answered, reset at, r)
+        self._seen: set[tuple[str, ...]] = set()
         self.advertised: set[str] = set()  # distinct advertised policies, as text
 
     def check(
-        self, headers: Any, limited: bool, node: str, key: str, start: float, answered: float, found: Any
+        self, headers: Any, limited: bool, node: str, key: int, start: float, answered: float, found: Any
     ) -> None:
         get = headers.get
         if limited:
@@ -138,45 +191,24 @@ class HeaderChecker:
                 found("retry_after_missing", node, "a limited answer without Retry-After")
             elif not retry_after_ok(retry_after):
                 found("retry_after_malformed", node, f"Retry-After: {retry_after}")
-
-        quota = policies(get("RateLimit-Policy"))
-        if quota is None:
-            found("policy_malformed", node, f"RateLimit-Policy: {get('RateLimit-Policy')}")
-            quota = {}
-        for name, (q, w) in quota.items():
-            self._advertise(f'RateLimit-Policy "{name}" q={q}' + (f" w={w}" if w is not None else ""))
-        left = remaining(get("RateLimit"))
-        if left is None:
-            found("ratelimit_malformed", node, f"RateLimit: {get('RateLimit')}")
-            left = {}
-        current: tuple[int, int | None] | None = None
-        for name, (r, t) in left.items():
-            current = current or (r, t)
-            if name in quota and r > quota[name][0]:
-                found("ratelimit_inconsistent", node, f"RateLimit r={r} above RateLimit-Policy q={quota[name][0]}")
-            if limited and r > 0:
-                found("ratelimit_inconsistent", node, f"a limited answer with RateLimit r={r}")
-
-        x_limit, x_left = _non_negative_int(get("X-RateLimit-Limit")), _non_negative_int(get("X-RateLimit-Remaining"))
-        x_reset = _non_negative_int(get("X-RateLimit-Reset"))
-        if x_limit is False or x_left is False or x_reset is False:
-            found("x_ratelimit_malformed", node, "X-RateLimit-Limit/-Remaining/-Reset not a non-negative integer")
-        else:
-            if x_limit is not None:
-                self._advertise(f"X-RateLimit-Limit {x_limit}")
-            if x_limit is not None and x_left is not None and x_left > x_limit:
-                found("x_ratelimit_inconsistent", node, f"X-RateLimit-Remaining {x_left} above the limit {x_limit}")
-            if current is None and x_left is not None:
-                current = (x_left, None)
-
-        if self.window_based and current is not None and current[1] is not None:
-            r, t = current
-            reset_at = answered + t
+        x_limit = get("X-RateLimit-Limit")
+        fields = judge_fields(
+            get("RateLimit-Policy"),
+            get("RateLimit"),
+            x_limit,
+            None if x_limit is None else get("X-RateLimit-Remaining"),
+            None if x_limit is None else get("X-RateLimit-Reset"),
+        )
+        for rule, example in fields.findings:
+            found(rule, node, example)
+        if limited and fields.remaining:
+            found("ratelimit_inconsistent", node, f"a limited answer with remaining quota {fields.remaining}")
+        if fields.advertised and fields.advertised not in self._seen and len(self._seen) < 8:
+            self._seen.add(fields.advertised)  # a few distinct values are informative; more would be noise
+            self.advertised.update(fields.advertised)
+        if self.window_based and fields.remaining is not None and fields.reset is not None:
+            r, reset_at = fields.remaining, answered + fields.reset
             previous = self._last.get((node, key))
             if previous is not None and start > previous[0] and abs(reset_at - previous[1]) < 1.0 and r > previous[2]:
                 found("remaining_rose", node, f"remaining rose from {previous[2]} to {r} within one window")
             self._last[(node, key)] = (answered, reset_at, r)
-
-    def _advertise(self, text: str) -> None:
-        if len(self.advertised) < 8:  # a few distinct values are informative; more would be noise
-            self.advertised.add(text)

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from rlsuite.classify import ERROR_KINDS, OUTCOMES
 from rlsuite.headers import RULES
 from rlsuite.schedule import MODES
-from rlsuite.tally import LATENCY_BUCKETS, Totals
+from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, LATENCY_BUCKETS, Totals
 
 PREFIX = "rlsuite"
 
@@ -62,18 +62,30 @@ class TotalsCollector(Collector):
 
         latency = HistogramMetricFamily(
             f"{PREFIX}_request_duration_seconds",
-            "Response time of requests, by traffic mode and outcome.",
+            "Response time of requests as Locust measures it, by traffic mode and outcome.",
             labels=["mode", "outcome"],
         )
         for mode in MODES:
             for outcome in OUTCOMES:
-                hist = totals.latency.get((mode, outcome)) or [0] * (len(LATENCY_BUCKETS) + 2)
-                buckets, cumulative = [], 0
-                for bound, count in zip([*LATENCY_BUCKETS, float("inf")], hist[:-1], strict=True):
-                    cumulative += count
-                    buckets.append((_le(bound), cumulative))
-                latency.add_metric([mode, outcome], buckets, sum_value=hist[-1])
+                latency.add_metric([mode, outcome], *_buckets(totals.latency.get((mode, outcome))))
         yield latency
+        intended = HistogramMetricFamily(
+            f"{PREFIX}_intended_latency_seconds",
+            "Response time counted from the request's intended send time (corrected for coordinated omission: "
+            "includes any wait for a free user), by traffic mode.",
+            labels=["mode"],
+        )
+        for mode in MODES:
+            intended.add_metric([mode], *_buckets(totals.intended.get(mode)))
+        yield intended
+        for what, text in (
+            (LATE, f"Requests that started more than {LATE_AFTER_SECONDS:g}s after they were due (generator behind)."),
+            (DROPPED, "Requests never sent: no user was free within --max-send-delay of their due time."),
+        ):
+            sends = CounterMetricFamily(f"{PREFIX}_{what}_sends", text, labels=["mode"])
+            for mode in MODES:
+                sends.add_metric([mode], totals.sends.get((mode, what), 0))
+            yield sends
 
         current = GaugeMetricFamily(
             f"{PREFIX}_mode", "1 for the traffic mode running now, 0 for the others.", labels=["mode"]
@@ -118,6 +130,16 @@ class TotalsCollector(Collector):
         for mode in MODES:
             ratio.add_metric([mode], verdict.max_ratio(mode) if verdict is not None else 0.0)
         yield ratio
+
+
+def _buckets(hist: list[float] | None) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative (le, count) pairs and the sum, from per-bucket counts with the sum last."""
+    hist = hist or [0] * (len(LATENCY_BUCKETS) + 2)
+    buckets, cumulative = [], 0
+    for bound, count in zip([*LATENCY_BUCKETS, float("inf")], hist[:-1], strict=True):
+        cumulative += count
+        buckets.append((_le(bound), cumulative))
+    return buckets, hist[-1]
 
 
 def _le(bound: float) -> str:

@@ -12,12 +12,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 from gevent.event import Event
 
+from rlsuite import options
 from rlsuite.plan import Plan
 from rlsuite.targets import Node
+
+
+def add_arguments(parser: Any) -> None:
+    options.add(
+        parser.add_argument_group("Steady and burst traffic"),
+        "max-send-delay",
+        type=float,
+        default=1.0,
+        help="A request that could not start within this many seconds of its due time (all users busy) is "
+        "dropped and counted, not sent late; 0 = never drop.",
+    )
+
+
+def check_options(opts: Any) -> float:
+    return options.number(opts, "max-send-delay", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -38,9 +55,11 @@ class Pacer:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = gevent.sleep,
         on_adopt: Callable[[Plan], None] = lambda plan: None,
+        on_drop: Callable[[str], None] = lambda mode: None,
     ) -> None:
         self._clock = clock
         self._on_adopt = on_adopt
+        self._on_drop = on_drop
         self._sleep = sleep
         self.plan: Plan | None = None
         self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
@@ -110,6 +129,11 @@ class Pacer:
             delay = at - self._clock()
             if delay > 0:
                 self._sleep(delay)
+            elif plan.max_delay and -delay > plan.max_delay:
+                # Every user was busy for longer than --max-send-delay: sending now would shift this request into
+                # another second (or stage) than planned, so it is dropped and counted, as k6 drops iterations.
+                self._on_drop(mode)
+                continue
             if not _still_ours(self.plan, plan, number):
                 continue  # re-split while we slept, and this slot now belongs to another process
             self._sent = max(self._sent, number)

@@ -28,6 +28,7 @@ class Plan:
     share_index: int = 0  # this process sends the slots g with g % share_count == share_index
     share_count: int = 1
     share_from: int = 0  # ... from this slot on: the first slot due when the master split the run this way
+    max_delay: float = 1.0  # seconds a slot may be late before it is dropped; 0 = never
     window_rule: bool = False  # the declared limit counts in windows: check that remaining never rises in one
 
     @property
@@ -54,6 +55,7 @@ class Plan:
             "api_key_header": t.api_key_header,
             "share": [self.share_index, self.share_count, self.share_from],
             "window_rule": self.window_rule,
+            "max_delay": self.max_delay,
         }
 
     @classmethod
@@ -78,4 +80,5 @@ class Plan:
             share_count=count,
             share_from=share_from,
             window_rule=data["window_rule"],
+            max_delay=data["max_delay"],
         )

@@ -22,15 +22,16 @@ from typing import Any
 
 import gevent
 
-from rlsuite import console, exporter, policy, schedule, targets
-from rlsuite.classify import ALLOWED, ERROR, LIMITED, error_kind
+from rlsuite import console, exporter, pacing, policy, schedule, targets
+from rlsuite.classify import ALLOWED, ERROR, LIMITED, OUTCOMES, error_kind
 from rlsuite.conductor import Conductor, default_users
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, Plan
-from rlsuite.tally import DELTA_KEY, Tally, Totals
+from rlsuite.schedule import MODES
+from rlsuite.tally import DELTA_KEY, DROPPED, LATE, Tally, Totals
 from rlsuite.users import CONTEXT_KEY
 from rlsuite.verdict import PASS, Verdict, evaluate
 
@@ -51,6 +52,7 @@ def register(events: Any) -> None:
 def add_arguments(parser: Any) -> None:
     targets.add_arguments(parser)
     schedule.add_arguments(parser)
+    pacing.add_arguments(parser)
     policy.add_arguments(parser)
     exporter.add_arguments(parser)
     console.add_arguments(parser)
@@ -60,6 +62,7 @@ def check_options(opts: Any) -> None:
     """Every option check; raises OptionError with a one-line message."""
     targets.from_options(opts)
     schedule.from_options(opts)
+    pacing.check_options(opts)
     policy.from_options(opts)
     exporter.check_options(opts)
     console.check_options(opts)
@@ -77,7 +80,7 @@ class Suite:
 
     def __init__(self, environment: Any) -> None:
         self.environment = environment
-        self.pacer = Pacer(on_adopt=self._on_plan_adopted)
+        self.pacer = Pacer(on_adopt=self._on_plan_adopted, on_drop=self._on_dropped)
         self.headers = HeaderChecker(window_based=False)
         self.tally = Tally()
         self.totals = Totals()
@@ -118,7 +121,12 @@ class Suite:
         else:
             outcome = ERROR
             kind = error_kind(response.status_code or 0, getattr(response, "error", None) or exception)
-        self.tally.record(slot.mode, outcome, slot.node.name, seconds, start_time, kind, slot.key)
+        self.tally.record(
+            slot.mode, outcome, slot.node.name, seconds, start_time, kind, slot.key, start_time - slot.due
+        )
+
+    def _on_dropped(self, mode: str) -> None:
+        self.tally.dropped(mode)
 
     def _on_plan_adopted(self, plan: Plan) -> None:
         if plan.window_rule != self.headers.window_based:
@@ -237,6 +245,67 @@ class Suite:
         elif self.conductor.policy is None:
             where += "\nNo limit declared (--limit): no verdict."
         print(f"\n{text}{where}\n", flush=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a live view needs about the current or last run, as JSON-ready data (web UI, reports)."""
+        self.sync()
+        conductor, run, status = self.conductor, self.totals.run, self.status
+        plan = conductor.plan if conductor else None
+        if plan is None:
+            return {"running": False, "run_id": None}
+        nodes = [n.name for n in plan.targets.nodes]
+        elapsed = conductor.elapsed()
+        seconds = plan.schedule.mode_seconds(elapsed)
+        total = run.count()
+        table = []
+        for mode in MODES:
+            for outcome in OUTCOMES:
+                for node in nodes:
+                    n = run.count(mode=mode, outcome=outcome, node=node)
+                    table.append(
+                        {
+                            "mode": mode,
+                            "outcome": outcome,
+                            "node": node,
+                            "count": n,
+                            "rate": n / seconds[mode] if seconds[mode] > 0 else 0.0,
+                            "share": n / total if total else 0.0,
+                        }
+                    )
+        by_second = run.by_second()
+        base = int(plan.t0)
+        series = [
+            {"t": second - base, "allowed": c[0], "limited": c[1], "error": c[2]}
+            for second, c in sorted(by_second.items())
+        ]
+        complete = [s for s in series if s["t"] < int(elapsed)]
+        recent = complete[-5:]
+        policy = conductor.policy
+        verdict = self.judge()
+        return {
+            "running": status.running,
+            "run_id": plan.run_id,
+            "mode": plan.schedule.stage_at(elapsed).mode,
+            "target_rps": status.target_rps,
+            "achieved_rps": sum(s["allowed"] + s["limited"] + s["error"] for s in recent) / max(1, len(recent)),
+            "elapsed": elapsed,
+            "t0": plan.t0,
+            "run_time": plan.schedule.run_time,
+            "nodes": nodes,
+            "mode_seconds": seconds,
+            "table": table,
+            "series": series,
+            "stages": [
+                {"index": s.index, "mode": s.mode, "start": s.start, "end": s.end, "rps": s.rps}
+                for s in plan.schedule.stages(until=max(elapsed, 1.0))
+            ],
+            "limit_rps": policy.rate * plan.targets.partitions if policy else None,
+            "policy": policy.describe() if policy else None,
+            "late": run.sent(None, LATE),
+            "dropped": run.sent(None, DROPPED),
+            "verdict": verdict.to_json() if verdict else None,
+            "metrics_url": self.exporter.url if self.exporter else None,
+        }
 
     def judge(self) -> Verdict | None:
         """The verdict on the current run so far (None without a declared limit); also shown in /metrics."""

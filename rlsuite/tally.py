@@ -18,6 +18,20 @@ from rlsuite.schedule import MODES
 # one in tens of milliseconds, and timeouts are seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOME_INDEX = {ALLOWED: 0, LIMITED: 1, ERROR: 2}
+# A request that starts later than this after its slot was due counts as a late send (the generator was behind).
+LATE_AFTER_SECONDS = 0.01
+LATE, DROPPED = "late", "dropped"
+SERVICE, INTENDED = "service", "intended"  # latency as Locust measures it / from the slot's intended send time
+
+
+def round_us(seconds: float) -> int:
+    """Microseconds rounded to two significant digits: percentiles within 5%, a bounded number of keys."""
+    us = int(seconds * 1_000_000)
+    magnitude = 1
+    while us >= 100 * magnitude:
+        magnitude *= 10
+    return (us + magnitude // 2) // magnitude * magnitude
+
 
 DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 
@@ -25,7 +39,18 @@ DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 class Tally:
     """Counts since the last drain, in the process that sent the requests."""
 
-    __slots__ = ("advertised", "errors", "examples", "findings", "latency", "requests", "seconds")
+    __slots__ = (
+        "advertised",
+        "errors",
+        "examples",
+        "findings",
+        "intended",
+        "latency",
+        "percentiles",
+        "requests",
+        "seconds",
+        "sends",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
@@ -36,6 +61,20 @@ class Tally:
         self.findings: dict[tuple[str, str], int] = {}  # header findings: (rule, node) -> count
         self.examples: dict[str, str] = {}  # rule -> the first example seen
         self.advertised: set[str] = set()  # what the target said its policy was
+        self.sends: dict[tuple[str, str], int] = {}  # (mode, late|dropped) -> count
+        self.intended: dict[str, list[float]] = {}  # mode -> histogram of latency from the intended send time
+        self.percentiles: dict[tuple[str, str], dict[int, int]] = {}  # (mode, service|intended) -> rounded us -> n
+
+    def dropped(self, mode: str) -> None:
+        key = (mode, DROPPED)
+        self.sends[key] = self.sends.get(key, 0) + 1
+
+    def _percentile(self, mode: str, kind: str, seconds: float) -> None:
+        counts = self.percentiles.get((mode, kind))
+        if counts is None:
+            counts = self.percentiles[(mode, kind)] = {}
+        us = round_us(seconds)
+        counts[us] = counts.get(us, 0) + 1
 
     def found(self, rule: str, node: str, example: str) -> None:
         key = (rule, node)
@@ -44,7 +83,15 @@ class Tally:
             self.examples[rule] = f"{node}: {example}"
 
     def record(
-        self, mode: str, outcome: str, node: str, seconds: float, start: float, kind: str | None, key: int = 0
+        self,
+        mode: str,
+        outcome: str,
+        node: str,
+        seconds: float,
+        start: float,
+        kind: str | None,
+        key: int = 0,
+        lateness: float = 0.0,
     ) -> None:
         rkey = (mode, outcome, node)
         requests = self.requests
@@ -57,6 +104,18 @@ class Tally:
             hist = self.latency[(mode, outcome)] = [0] * (len(LATENCY_BUCKETS) + 2)
         hist[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         hist[-1] += seconds
+        # coordinated omission: a request sent late waited for the generator, and its user saw that wait too
+        intended = seconds + lateness if lateness > 0 else seconds
+        if lateness > LATE_AFTER_SECONDS:
+            lkey = (mode, LATE)
+            self.sends[lkey] = self.sends.get(lkey, 0) + 1
+        ihist = self.intended.get(mode)
+        if ihist is None:
+            ihist = self.intended[mode] = [0] * (len(LATENCY_BUCKETS) + 2)
+        ihist[bisect_left(LATENCY_BUCKETS, intended)] += 1
+        ihist[-1] += intended
+        self._percentile(mode, SERVICE, seconds)
+        self._percentile(mode, INTENDED, intended)
         skey = (int(start), node, key)
         counts = self.seconds.get(skey)
         if counts is None:
@@ -74,9 +133,14 @@ class Tally:
             "findings": [[*k, v] for k, v in self.findings.items()],
             "examples": self.examples,
             "advertised": sorted(self.advertised),
+            "sends": [[*k, v] for k, v in self.sends.items()],
+            "intended": [[k, v] for k, v in self.intended.items()],
+            # msgpack maps need str keys for portability: send the rounded latencies as pairs
+            "percentiles": [[*k, list(v.items())] for k, v in self.percentiles.items()],
         }
         self.requests, self.errors, self.latency, self.seconds = {}, {}, {}, {}
         self.findings, self.examples = {}, {}
+        self.sends, self.intended, self.percentiles = {}, {}, {}
         return delta
 
 
@@ -91,6 +155,8 @@ class RunView:
         self.findings: dict[tuple[str, str], int] = {}
         self.examples: dict[str, str] = {}
         self.advertised: set[str] = set()
+        self.sends: dict[tuple[str, str], int] = {}
+        self.percentiles: dict[tuple[str, str], dict[int, int]] = {}
 
     def count(self, mode: str | None = None, outcome: str | None = None, node: str | None = None) -> int:
         return sum(
@@ -98,6 +164,23 @@ class RunView:
             for (m, o, n), v in self.requests.items()
             if (mode is None or m == mode) and (outcome is None or o == outcome) and (node is None or n == node)
         )
+
+    def sent(self, mode: str | None, what: str) -> int:
+        """Late or dropped sends, of one mode or all."""
+        return sum(n for (m, w), n in self.sends.items() if w == what and (mode is None or m == mode))
+
+    def percentile(self, mode: str, kind: str, q: float) -> float | None:
+        """The q-quantile (0-1) of a latency distribution in seconds; None when nothing was recorded."""
+        counts = self.percentiles.get((mode, kind))
+        if not counts:
+            return None
+        total = sum(counts.values())
+        rank, seen = q * total, 0
+        for us in sorted(counts):
+            seen += counts[us]
+            if seen >= rank:
+                return us / 1_000_000
+        return max(counts) / 1_000_000
 
     def by_second(self) -> dict[int, list[int]]:
         """Per-outcome counts per wall-clock second, over all nodes and keys."""
@@ -128,6 +211,8 @@ class Totals:
         self.errors: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str], list[float]] = {}
         self.findings: dict[tuple[str, str], int] = {}
+        self.sends: dict[tuple[str, str], int] = {}
+        self.intended: dict[str, list[float]] = {}
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
         self.run = RunView(run_id=-1)
 
@@ -155,6 +240,14 @@ class Totals:
             mine = self.latency.setdefault((mode, outcome), [0] * (len(LATENCY_BUCKETS) + 2))
             for i, v in enumerate(hist):
                 mine[i] += v
+        for mode, hist in delta["intended"]:
+            mine = self.intended.setdefault(mode, [0] * (len(LATENCY_BUCKETS) + 2))
+            for i, v in enumerate(hist):
+                mine[i] += v
+        for mode, what, n in delta["sends"]:
+            self.sends[(mode, what)] = self.sends.get((mode, what), 0) + n
+            if this_run:
+                self.run.sends[(mode, what)] = self.run.sends.get((mode, what), 0) + n
         for rule, node, n in delta["findings"]:
             self.findings[(rule, node)] = self.findings.get((rule, node), 0) + n
             if this_run:
@@ -167,6 +260,10 @@ class Totals:
             for rule, example in delta["examples"].items():
                 self.run.examples.setdefault(rule, example)
             self.run.advertised.update(delta["advertised"])
+            for mode, kind, pairs in delta["percentiles"]:
+                mine = self.run.percentiles.setdefault((mode, kind), {})
+                for us, n in pairs:
+                    mine[us] = mine.get(us, 0) + n
 
     def request_count(self) -> int:
         return sum(self.requests.values())

@@ -1,3 +1,5 @@
+import dataclasses
+
 from rlsuite.pacing import Pacer
 from rlsuite.plan import Plan
 from rlsuite.schedule import BURST, STEADY, Schedule
@@ -106,3 +108,16 @@ def test_cleared_pacer_waits_and_accepts_the_next_run():
     pacer.clear()
     assert pacer.next_slot() is None
     assert pacer.apply(plan(version=1, run_id=2))  # a restarted master counts versions from scratch
+
+
+def test_slots_later_than_max_delay_are_dropped_and_counted_not_sent():
+    t = FakeTime(1002.5)  # every user was busy: slots due before 1001.5 are more than 1 s late
+    dropped = []
+    pacer = Pacer(t.clock, t.sleep, on_drop=dropped.append)
+    pacer.apply(plan())
+    first = pacer.next_slot()
+    assert first.number == 15 and first.due == 1001.5  # exactly 1 s late: still sent (late)
+    assert dropped == ["steady"] * 15
+    never = Pacer(FakeTime(1002.5).clock, t.sleep)
+    never.apply(dataclasses.replace(plan(), max_delay=0))  # 0 = never drop: catch up instead
+    assert never.next_slot().number == 0

@@ -45,6 +45,11 @@ def test_metric_names_follow_prometheus_conventions():
         "rlsuite_header_findings_total",
         "rlsuite_verdict",
         "rlsuite_verdict_window_ratio",
+        "rlsuite_intended_latency_seconds_bucket",
+        "rlsuite_intended_latency_seconds_count",
+        "rlsuite_intended_latency_seconds_sum",
+        "rlsuite_late_sends_total",
+        "rlsuite_dropped_sends_total",
     }
 
 
@@ -95,3 +100,26 @@ def test_status_gauges():
     assert sample(registry, "rlsuite_mode", mode="burst") == 1
     assert sample(registry, "rlsuite_mode", mode="steady") == 0
     assert sample(registry, "rlsuite_target_rps") == 300
+
+
+def test_late_and_dropped_sends_and_latency_from_the_intended_send_time():
+    totals, _, registry = fresh()
+    tally = Tally()
+    tally.record("burst", "allowed", NODES[0], 0.001, 1000.0, None, lateness=0.0)
+    tally.record("burst", "allowed", NODES[0], 0.001, 1000.2, None, lateness=0.2)  # waited 200 ms for a free user
+    tally.dropped("burst")
+    totals.absorb(tally.drain(run_id=1))
+    assert sample(registry, "rlsuite_late_sends_total", mode="burst") == 1
+    assert sample(registry, "rlsuite_dropped_sends_total", mode="burst") == 1
+    assert sample(registry, "rlsuite_intended_latency_seconds_bucket", mode="burst", le="0.001") == 1
+    assert sample(registry, "rlsuite_intended_latency_seconds_bucket", mode="burst", le="0.25") == 2
+    assert sample(registry, "rlsuite_request_duration_seconds_bucket", mode="burst", outcome="allowed", le="0.001") == 2
+    assert totals.run.percentile("burst", "service", 1.0) == 0.001
+    assert totals.run.percentile("burst", "intended", 1.0) == pytest.approx(0.2, rel=0.05)
+    assert totals.run.sent("burst", "late") == 1 and totals.run.sent(None, "dropped") == 1
+
+
+def test_round_us_keeps_two_significant_digits():
+    from rlsuite.tally import round_us
+
+    assert [round_us(x) for x in (0.000042, 0.000742, 0.001234, 0.0567, 2.5)] == [42, 740, 1200, 57000, 2500000]

@@ -22,7 +22,7 @@ from typing import Any
 
 import gevent
 
-from rlsuite import console, exporter, pacing, policy, schedule, targets
+from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
 from rlsuite.classify import ALLOWED, ERROR, LIMITED, OUTCOMES, error_kind
 from rlsuite.conductor import Conductor, default_users
 from rlsuite.headers import HeaderChecker
@@ -397,6 +397,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
     if web_ui is not None:
         suite.exporter.mount(web_ui)
+        webui.mount(suite, web_ui)
     elif getattr(opts, "headless", False) or getattr(opts, "autostart", False):
         host = "" if opts.web_host in ("*", None) else opts.web_host
         try:

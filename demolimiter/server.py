@@ -7,11 +7,11 @@ import errno
 import ipaddress
 import signal
 import socket
-import sys
 
 from .config import Settings, UsageError
 from .http import HttpProtocol, tick_date
 from .memory import MemoryLimiter
+from .metrics import NAMES
 from .node import Limiter, Node
 from .redis_backend import RedisLimiter
 
@@ -105,5 +105,8 @@ async def serve(settings: Settings, ports: list[int], names: list[str | None], o
         server.close()
     for lim in dict.fromkeys(limiters):
         await lim.close()
-    sys.stdout.flush()
+    # The last word on what each node decided, for whoever reconciles counts with a node that is going away.
+    for node in nodes:
+        counts = " ".join(f"{name}={node.counts[i]}" for i, name in enumerate(NAMES))
+        print(f"FINAL {node.name} {counts}", flush=True)
     return 0

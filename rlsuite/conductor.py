@@ -7,6 +7,8 @@ is due; whole seconds make per-second counts line up with stage boundaries and w
 
 from __future__ import annotations
 
+from locust.runners import STATE_MISSING
+
 import math
 import time
 from collections.abc import Callable
@@ -22,12 +24,17 @@ from rlsuite.tally import Totals
 
 LEAD_SECONDS = 0.5  # at least this long between the first tick and t0
 SPLIT_AHEAD_SECONDS = 0.5  # a re-split (workers joined or left) takes effect this long after the master decides it
-CONCURRENCY_BUDGET_SECONDS = 0.05  # default users = peak requests/s x this (requests in flight at 50 ms latency)
+LATENCY_BUDGET_SECONDS = 0.05  # users for the peak rate at 50 ms latency ...
 MIN_USERS = 10
 
 
-def default_users(peak_rps: float) -> int:
-    return max(MIN_USERS, math.ceil(peak_rps * CONCURRENCY_BUDGET_SECONDS))
+def default_users(peak_rps: float, nodes: int, timeout: float) -> int:
+    """Default -u: enough users (requests in flight) that pacing holds at 50 ms latency even while one node hangs.
+
+    A hung node holds each of its requests for the whole timeout; without users to spare for that, the requests
+    due to the healthy nodes would wait too, and a fault on one node would look like a slow cluster.
+    """
+    return max(MIN_USERS, math.ceil(peak_rps * (LATENCY_BUDGET_SECONDS + timeout / max(1, nodes))))
 
 
 class Conductor:
@@ -49,6 +56,7 @@ class Conductor:
         self.run_id = 0
         self._shares: tuple[str, ...] = ()
         self._users_per_worker = 0
+        self.departures: list[tuple[str, float, bool]] = []  # (worker id, seconds into the run, lost?) this run
 
     @property
     def distributed(self) -> bool:
@@ -71,6 +79,7 @@ class Conductor:
         self._status.run_started = t0
         self._shares = ()
         self._users_per_worker = 0
+        self.departures = []
         self._share_out()
         return self.plan
 
@@ -92,7 +101,9 @@ class Conductor:
         if not self._users_per_worker:
             # -u (requests in flight at most) is split over the workers at the start of the run; a worker joining
             # later gets as many, so the user count changes with the worker set and Locust dispatches users to it.
-            wanted = opts.num_users or default_users(plan.schedule.peak_rps)
+            wanted = opts.num_users or default_users(
+                plan.schedule.peak_rps, len(plan.targets.nodes), plan.targets.timeout
+            )
             self._users_per_worker = math.ceil(wanted / workers)
         return self._users_per_worker * workers, float(opts.spawn_rate)
 
@@ -119,11 +130,30 @@ class Conductor:
         clients = self._runner.clients
         return tuple(sorted(c.id for c in (*clients.ready, *clients.spawning, *clients.running)))
 
+    def _note_departures(self, gone: set[str]) -> None:
+        """A worker that quit was removed by Locust; one that stopped sending heartbeats is still listed, missing."""
+        if not self.distributed or self.plan is None:
+            return
+        for client_id in sorted(gone):
+            client = self._runner.clients.get(client_id)
+            lost = client is not None and client.state == STATE_MISSING
+            self.departures.append((client_id, round(self._clock() - self.plan.t0, 1), lost))
+
+    def lost_workers(self) -> list[str]:
+        """One sentence per worker lost during the current or last run."""
+        return [
+            f"worker {client_id} was lost {at:g}s into the run (no heartbeat): up to 3 s of its counts never reached "
+            "the master, and its share of the load was missing until the others took it over"
+            for client_id, at, lost in self.departures
+            if lost
+        ]
+
     def _share_out(self) -> None:
         """Split the slots over the workers connected now; resend when that set changed (joins, losses)."""
         workers = self._workers()
         if workers == self._shares or self.plan is None or not workers:
             return
+        self._note_departures(set(self._shares) - set(workers))
         self._shares = workers
         version = time.time_ns()
         now = self._clock()

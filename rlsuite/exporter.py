@@ -8,7 +8,9 @@ every 15 s: after the run, ``linger()`` keeps /metrics up until it has been scra
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -88,9 +90,8 @@ class Exporter:
         try:
             server.start()
         except OSError as e:
-            raise OptionError(
-                "metrics-port", f"{port} cannot be used ({e.strerror or e})", "free the port or choose another one"
-            ) from None
+            problem = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({os.strerror(e.errno)})"
+            raise OptionError("metrics-port", f"{port} {problem}", "free the port or choose another one") from None
         self._server = server
         bound_host, bound_port = server.address[:2]
         shown = bound_host if bound_host not in ("", "0.0.0.0", "::") else "127.0.0.1"

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
+from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
+import atexit
 import json
 import logging
 import signal
@@ -39,8 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Clocks closer than this are treated as the same clock: a correction would only add the message latency.
 CLOCK_SKEW_TOLERANCE = 0.05
-# Users per second; Locust warns above 100 per worker. Pacing does not depend on it: slots are sent on time by
-# whichever users exist.
+# Users per second at least; Locust warns above 100 per worker. Pacing does not depend on it: slots are sent on time
+# by whichever users exist.
 DEFAULT_SPAWN_RATE = 100.0
 
 
@@ -322,6 +323,7 @@ class Suite:
             [n.name for n in plan.targets.nodes],
             plan.targets.partitions,
             conductor.interrupted(),
+            conductor.lost_workers(),
         )
         self.status.verdict = verdict
         return verdict
@@ -364,6 +366,16 @@ def write_json(path: str, data: dict) -> None:
     target.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _explain_missing_workers(runner: Any, opts: Any) -> None:
+    """Locust gives up waiting for workers with a bare log line: say which option and what to do."""
+    if runner.state == STATE_INIT and runner.worker_count < opts.expect_workers:
+        sys.stderr.write(
+            f"error: only {runner.worker_count} of --expect-workers {opts.expect_workers} workers connected within "
+            f"--expect-workers-max-wait {opts.expect_workers_max_wait:g}s; start them with `locust -f "
+            "locustfiles/ratelimit.py --worker --master-host <this host>`, or lower --expect-workers\n"
+        )
+
+
 def _stop_on_sigterm(runner: Any) -> None:
     logger.info("Got SIGTERM signal: stopping the run")
     gevent.spawn(runner.quit)
@@ -388,10 +400,12 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         fail_fast(e)
     if opts.num_users is None:
         # -u is the number of users = requests in flight at most; Locust's headless default of 1 would serialise
-        # every request, so default to what the peak rate needs at 50 ms latency.
-        opts.num_users = default_users(schedule.from_options(opts).peak_rps)
+        # every request (see default_users for what the default covers).
+        nodes = targets.from_options(opts)
+        opts.num_users = default_users(schedule.from_options(opts).peak_rps, len(nodes.nodes), nodes.timeout)
     if opts.spawn_rate is None:
-        opts.spawn_rate = DEFAULT_SPAWN_RATE  # Locust's headless default of 1/s would take minutes to ramp
+        # Locust's headless default of 1/s would take minutes to ramp; this takes about a second
+        opts.spawn_rate = float(max(DEFAULT_SPAWN_RATE, opts.num_users))
 
     suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
@@ -414,6 +428,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
 
     if isinstance(runner, MasterRunner):
         events.worker_report.add_listener(suite.on_worker_report)
+        if getattr(opts, "headless", False):
+            atexit.register(_explain_missing_workers, runner, opts)
     else:
         events.request.add_listener(suite.on_request)
     events.test_stop.add_listener(suite.on_test_stop)

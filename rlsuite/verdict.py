@@ -57,6 +57,8 @@ class Verdict:
     findings: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     advertised: list[str] = field(default_factory=list)
+    availability: dict[str, float] = field(default_factory=dict)  # node -> share of its requests answered
+    outages: dict[str, list[list[int]]] = field(default_factory=dict)  # node -> [from, to) seconds mostly failing
 
     @property
     def exit_code(self) -> int:
@@ -81,6 +83,13 @@ class Verdict:
                 f"{r.mode:<8}{r.offered:>9}{r.admitted:>10}{r.limited:>9}{r.errors:>8}"
                 f"{r.max_admitted:>12}{r.bound:>9.0f}{r.ratio:>7.2f}  {r.result.upper() if r.result != PASS else PASS}"
             )
+        lines.append(
+            "Node availability: "
+            + ", ".join(
+                f"{node} {share:.1%}" + "".join(f" (down {a}s-{b}s)" for a, b in self.outages.get(node, []))
+                for node, share in self.availability.items()
+            )
+        )
         lines.append(f"Tolerance: {self.tolerance}")
         lines.append(f"Excluded: {self.excluded}")
         if self.advertised:
@@ -104,12 +113,15 @@ def evaluate(
     nodes: list[str],
     partitions: int,
     interrupted: bool = False,
+    incidents: list[str] | None = None,
 ) -> Verdict:
     seconds = int(elapsed + 1e-9)
     excluded = "none (stages change by pacing, no user is stopped mid-request)"
     if interrupted and elapsed - seconds > 1e-6:
         excluded = f"the last partial second ({seconds}s-{elapsed:.1f}s): the run was stopped mid-request"
+    excluded += "; failed requests (node outages, timeouts) count neither as admitted nor as limited"
     verdict = Verdict(result=PASS, policy=policy.describe(), excluded=excluded)
+    verdict.availability, verdict.outages = _availability(run, t0, nodes)
     verdict.notes.append(
         "under-admission is checked in steady windows offered below the limit, except the window after a burst"
     )
@@ -177,6 +189,10 @@ def evaluate(
             )
             if verdict.result == PASS:
                 verdict.result = INCONCLUSIVE
+    for incident in incidents or []:
+        verdict.reasons.append(incident + ": the counts are incomplete, so the run cannot pass")
+        if verdict.result == PASS:
+            verdict.result = INCONCLUSIVE
     if verdict.findings and policy.strict_headers:
         verdict.reasons.append(
             f"{sum(verdict.findings.values())} header findings with --strict-headers: "
@@ -186,6 +202,36 @@ def evaluate(
     if any(r.result == FAIL for r in verdict.rows) or any("under-admits" in r for r in verdict.reasons):
         verdict.result = FAIL
     return verdict
+
+
+def _availability(run: RunView, t0: float, nodes: list[str]) -> tuple[dict[str, float], dict[str, list[list[int]]]]:
+    """Per node: the share of requests answered (200 or limited), and the seconds where most of them failed."""
+    answered = dict.fromkeys(nodes, 0)
+    sent = dict.fromkeys(nodes, 0)
+    failing: dict[str, list[int]] = {node: [] for node in nodes}
+    per_second: dict[tuple[str, int], list[int]] = {}
+    for (second, node, _), (allowed, limited, error) in run.seconds.items():
+        if node not in sent:
+            continue
+        answered[node] += allowed + limited
+        sent[node] += allowed + limited + error
+        mine = per_second.setdefault((node, second - int(t0)), [0, 0])
+        mine[0] += error
+        mine[1] += allowed + limited + error
+    for (node, i), (error, total) in sorted(per_second.items()):
+        if total and error / total > 0.5:
+            failing[node].append(i)
+    outages = {}
+    for node, bad in failing.items():
+        spans: list[list[int]] = []
+        for i in bad:
+            if spans and spans[-1][1] == i:
+                spans[-1][1] = i + 1
+            else:
+                spans.append([i, i + 1])
+        if spans:
+            outages[node] = spans
+    return {node: (answered[node] / sent[node] if sent[node] else 1.0) for node in nodes}, outages
 
 
 def _findings_by_rule(run: RunView) -> dict[str, int]:

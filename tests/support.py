@@ -143,13 +143,21 @@ def demo_cluster(*args: str) -> Iterator[Cluster]:
         yield Cluster(urls, proc)
 
 
+REDIS_PROCS: dict[str, Proc] = {}  # url -> the redis-server process, for tests that take redis down
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     port = free_port()
     proc = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    with running(proc):
-        proc.wait_for(r"Ready to accept connections", timeout=20)
-        yield f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{port}/0"
+    REDIS_PROCS[url] = proc
+    try:
+        with running(proc):
+            proc.wait_for(r"Ready to accept connections", timeout=20)
+            yield url
+    finally:
+        REDIS_PROCS.pop(url, None)
 
 
 def scrape(url: str, name: str | None = None) -> list:
@@ -206,3 +214,43 @@ def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90,
     assert code == exit_code, proc.output[-4000:]
     assert "Traceback" not in proc.output, proc.output
     return LocustRun(proc, json_file.with_suffix(".json"), metrics)
+
+
+class Node:
+    """One demo limiter node as its own process (as in docker/), so a test can kill, stop or restart it alone."""
+
+    def __init__(self, *args: str, port: int = 0) -> None:
+        self.args = args
+        self.proc = Proc([sys.executable, "-m", "demolimiter", "node", "--port", str(port), *args])
+        self.url = self.proc.wait_for(r"^READY (\S+)", timeout=20).group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.name = self.url.removeprefix("http://")
+        self.admitted_before_restart = 0.0
+
+    def counts(self) -> dict[str, float]:
+        return {s.labels["decision"]: s.value for s in scrape(self.url + "/metrics", "demolimiter_requests_total")}
+
+    def kill(self) -> None:
+        """Refuse connections from now on; what it admitted until then (its FINAL line) is kept for reconciliation."""
+        self.proc.stop()
+        final = self.proc.wait_for(r"^FINAL \S+ .*\badmitted=(\d+)", timeout=5)
+        self.admitted_before_restart += int(final.group(1))
+
+    def restart(self) -> None:
+        self.proc = Proc([sys.executable, "-m", "demolimiter", "node", "--port", str(self.port), *self.args])
+        self.proc.wait_for(r"^READY ", timeout=20)
+
+    def admitted_total(self) -> float:
+        return self.admitted_before_restart + self.counts().get("admitted", 0)
+
+
+@contextmanager
+def nodes(count: int, *args: str) -> Iterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        for _ in range(count):
+            started.append(Node(*args))
+        yield started
+    finally:
+        for node in started:
+            node.proc.stop()

@@ -90,7 +90,11 @@ class Exporter:
         try:
             server.start()
         except OSError as e:
-            problem = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({os.strerror(e.errno)})"
+            problem = (
+                "is already in use"
+                if e.errno == errno.EADDRINUSE
+                else f"cannot be used ({os.strerror(e.errno) if e.errno else e})"
+            )
             raise OptionError("metrics-port", f"{port} {problem}", "free the port or choose another one") from None
         self._server = server
         bound_host, bound_port = server.address[:2]

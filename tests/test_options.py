@@ -77,36 +77,61 @@ def run_cli(args, env=None):
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "env", "option"),
-    [
-        (["--steady-rps", "0"], None, "--steady-rps"),
-        (["--steady-rps", "fast"], None, "--steady-rps"),
-        (["--burst-every", "5", "--burst-duration", "5"], None, "--burst-duration"),
-        (["--node-hosts", "http://127.0.0.1:1,http://127.0.0.1:1"], None, "--node-hosts"),
-        ([], {"LOCUST_BURST_MULTIPLIER": "0.2"}, "--burst-multiplier"),
-    ],
-)
-def test_locust_exits_2_with_one_line_and_starts_nothing(args, env, option):
-    result = run_cli(args, env)
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and option in errors[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert "Prometheus metrics at" not in result.stderr and "Shape test starting" not in result.stderr
+def test_environment_variables_and_config_files_are_checked_the_same_way(tmp_path):
+    from_env = run_cli([], {"LOCUST_BURST_MULTIPLIER": "0.2"})
+    conf = tmp_path / "bad.conf"
+    conf.write_text("steady-rps = 0\n")
+    from_conf = run_cli(["--config", str(conf)])
+    for result, option in ((from_env, "--burst-multiplier"), (from_conf, "--steady-rps")):
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        assert result.returncode == 2 and len(errors) == 1 and option in errors[0], result.stderr
 
 
-def test_all_bad_values_fail_fast_in_parallel():
-    """The same check for every case of the unit table, through the real `locust` command (run concurrently)."""
-    cases = [
-        ["--node-hosts", ""],
-        ["--rejection-statuses", "200"],
-        ["--request-timeout", "0"],
-        ["--metrics-port", "70000"],
-        ["--stats-interval", "-1"],
-        ["--request-path", "api"],
-    ]
+BAD_INPUTS = [
+    ["--node-hosts", ""],
+    ["--node-hosts", "http://127.0.0.1:1,,http://127.0.0.1:2"],
+    ["--node-hosts", "127.0.0.1:8081"],
+    ["--node-hosts", "ftp://127.0.0.1:21"],
+    ["--node-hosts", "http://127.0.0.1:1,http://127.0.0.1:1"],
+    ["--node-hosts", "http://127.0.0.1:99999"],
+    ["--steady-rps", "0"],
+    ["--steady-rps", "-5"],
+    ["--steady-rps", "fast"],
+    ["--burst-multiplier", "0.5"],
+    ["--burst-every", "2.5"],
+    ["--burst-every", "5", "--burst-duration", "5"],
+    ["--burst-duration", "-1"],
+    ["--rejection-statuses", "429,abc"],
+    ["--rejection-statuses", "200"],
+    ["--request-timeout", "0"],
+    ["--request-path", "api"],
+    ["--api-keys", "a,a"],
+    ["--api-key-count", "-3"],
+    ["--limit", "-10"],
+    ["--limit", "10", "--window", "0"],
+    ["--limit", "10", "--limit-algorithm", "leaky"],
+    ["--limit", "10", "--limit-scope", "cluster"],
+    ["--limit", "10", "--max-limited-share", "1.5"],
+    ["--limit", "10", "--limit-algorithm", "fixed-window", "--window", "0.5"],
+    ["--max-send-delay", "-1"],
+    ["--metrics-port", "70000"],
+    ["--metrics-linger", "-1"],
+    ["--stats-interval", "-1"],
+]
+
+
+def option_of(case: list[str]) -> str:
+    """The option a case gets wrong: the last one given (the ones before it only set the scene)."""
+    return case[-2]
+
+
+def test_every_bad_input_is_one_line_naming_the_option_exit_2_and_nothing_started():
+    assert len(BAD_INPUTS) >= 20
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(run_cli, cases))
-    for case, result in zip(cases, results, strict=True):
-        assert result.returncode == 2 and case[0] in result.stderr and "Traceback" not in result.stderr, case
+        results = list(pool.map(run_cli, BAD_INPUTS))
+    for case, result in zip(BAD_INPUTS, results, strict=True):
+        lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        assert result.returncode == 2, (case, result.stderr)
+        assert len(lines) == 1 and option_of(case) in lines[0], (case, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, case
+        assert "Prometheus metrics at" not in result.stderr and "Shape test starting" not in result.stderr, case

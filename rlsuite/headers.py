@@ -177,7 +177,8 @@ class HeaderChecker:
 
     def __init__(self, window_based: bool) -> None:
         self.window_based = window_based
-        self._last: dict[tuple[str, int], tuple[float, float, int]] = {}  # (node, key) -> (answered, reset at, r)
+        # (node, key) -> (answered at, earliest possible end of that window, remaining)
+        self._last: dict[tuple[str, int], tuple[float, float, int]] = {}
         self._seen: set[tuple[str, ...]] = set()
         self.advertised: set[str] = set()  # distinct advertised policies, as text
 
@@ -207,8 +208,10 @@ class HeaderChecker:
             self._seen.add(fields.advertised)  # a few distinct values are informative; more would be noise
             self.advertised.update(fields.advertised)
         if self.window_based and fields.remaining is not None and fields.reset is not None:
-            r, reset_at = fields.remaining, answered + fields.reset
+            # t is whole seconds rounded up, so the window ends somewhere in (answered + t - 1, answered + t]: only
+            # a request that started before the earliest possible end is certainly in the same window.
+            r = fields.remaining
             previous = self._last.get((node, key))
-            if previous is not None and start > previous[0] and abs(reset_at - previous[1]) < 1.0 and r > previous[2]:
+            if previous is not None and previous[0] < start < previous[1] and r > previous[2]:
                 found("remaining_rose", node, f"remaining rose from {previous[2]} to {r} within one window")
-            self._last[(node, key)] = (answered, reset_at, r)
+            self._last[(node, key)] = (answered, answered + fields.reset - 1, r)

@@ -127,7 +127,7 @@ def evaluate(
     )
     verdict.tolerance = (
         f"each window may admit its offered rate x {2 * policy.slack:g}s more (--verdict-slack {policy.slack:g}s "
-        "of in-flight time and clock skew at either edge), rounded up"
+        "of in-flight time and clock skew at either edge), at most its bound again, rounded up"
     )
     verdict.rows = [
         ModeRow(
@@ -158,7 +158,9 @@ def evaluate(
             n = end - start
             got, sent = a[end] - a[start], o[end] - o[start]
             bound = policy.burst + policy.rate * n if policy.algorithm == TOKEN_BUCKET else float(policy.limit)
-            tolerance = math.ceil(2 * policy.slack * sent / n)
+            # requests offered within the slack of either edge may belong to the neighbouring window on the
+            # limiter's clock; a correct limiter admits at most a bound's worth there, so that caps the tolerance
+            tolerance = math.ceil(min(bound, 2 * policy.slack * sent / n))
             mode = BURST if BURST in modes[start:end] else STEADY
             row = rows[mode]
             ratio = got / bound

@@ -63,6 +63,9 @@ def test_remaining_may_not_rise_within_a_window_but_may_after_it():
     assert check(c, h(RateLimit='"d";r=5;t=10'), start=0.0, answered=0.01) == []
     assert check(c, h(RateLimit='"d";r=7;t=10'), start=0.02, answered=0.03) == ["remaining_rose"]
     assert check(c, h(RateLimit='"d";r=9;t=10'), start=10.5, answered=10.6) == []  # the next window
+    one_second = HeaderChecker(window_based=True)  # t=1 (rounded up): the window may have turned at any moment
+    assert check(one_second, h(RateLimit='"d";r=0;t=1'), start=0.0, answered=0.01) == []
+    assert check(one_second, h(RateLimit='"d";r=19;t=1'), start=0.5, answered=0.51) == []
     overlapping = HeaderChecker(window_based=True)  # answers of overlapping requests may come in any order
     assert check(overlapping, h(RateLimit='"d";r=5;t=10'), start=0.0, answered=0.02) == []
     assert check(overlapping, h(RateLimit='"d";r=6;t=10'), start=0.01, answered=0.03) == []

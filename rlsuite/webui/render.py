@@ -162,7 +162,7 @@ def summary_html(snap: dict[str, Any]) -> str:
     ]
     spent = ", ".join(f"{mode} {seconds.get(mode, 0):.0f}s" for mode in MODES)
     return (
-        f"<h3>Per mode (all nodes)</h3><p class=\"note\">Seconds of load: {escape(spent)}; req/s = requests / "
+        f'<h3>Per mode (all nodes)</h3><p class="note">Seconds of load: {escape(spent)}; req/s = requests / '
         "seconds of that mode; share of all requests.</p>"
         + _table(["Mode", "Outcome", "Requests", "Req/s", "Share"], rows, 2, "per-mode")
     )
@@ -182,7 +182,7 @@ def verdict_html(snap: dict[str, Any]) -> str:
     parts = [
         f'<h3>Verdict{so_far}: <span class="badge {RESULT_CLASS.get(result, "")}" data-verdict="{escape(result)}">'
         f"{escape(result.upper())}</span></h3>",
-        f'<p>Declared: {escape(verdict["policy"])}</p>',
+        f"<p>Declared: {escape(verdict['policy'])}</p>",
     ]
     rows = [
         [
@@ -207,9 +207,7 @@ def verdict_html(snap: dict[str, Any]) -> str:
         )
     )
     if verdict["reasons"]:
-        parts.append(
-            '<ul class="reasons">' + "".join(f"<li>{escape(r)}</li>" for r in verdict["reasons"]) + "</ul>"
-        )
+        parts.append('<ul class="reasons">' + "".join(f"<li>{escape(r)}</li>" for r in verdict["reasons"]) + "</ul>")
     findings = ", ".join(f"{rule} x{n}" for rule, n in verdict.get("findings", {}).items()) or "none"
     details = [
         ("Tolerance", verdict.get("tolerance", "")),
@@ -398,9 +396,7 @@ def report_section(snap: dict[str, Any], options: dict[str, Any] | None) -> str:
     """The section added to Locust's HTML report: static (no script), styled by its own scoped CSS."""
     return (
         f'{REPORT_START}<section id="rlsuite-report" class="rlsuite"><style>{asset("rlsuite.css")}</style>'
-        "<header><h2>Rate limiter</h2></header>"
-        + fragment(snap, options, lag=0.0)
-        + f"</section>{REPORT_END}"
+        "<header><h2>Rate limiter</h2></header>" + fragment(snap, options, lag=0.0) + f"</section>{REPORT_END}"
     )
 
 

@@ -1,0 +1,278 @@
+"""The rate-limiter view in Locust's web UI and HTML report (issue 6), through Locust's own extension points only.
+
+- A "Rate limiter" tab: ``extended_tabs`` and ``extended_tables`` in the web UI's template args, its rows in the
+  ``extended_stats`` of ``/stats/requests`` (added by an ``after_request`` hook, as Locust's
+  examples/extend_web_ui.py does). Locust's extended tabs show one plain-text table, so the chart lives on
+- ``/rlsuite``: a self-contained live page (inline CSS, JS and SVG; it loads only its own routes), refreshed from
+  ``/rlsuite/fragment``; ``/rlsuite/snapshot`` is the same data as JSON. Both are linked under Download Data.
+- The start form: Locust lists a custom option only when its parser's own ``add_argument`` marked it, which options
+  declared in argument groups (all of the suite's) bypass, so this module fills the form's "Custom parameters"
+  itself, in group order, each with its group and help, and checks a submitted form before Locust applies it.
+- ``write_report()``: the same view added to Locust's ``--html`` report (and to the UI's Download Report).
+
+``mount`` runs on the master or standalone process only, when Locust has a web UI.
+"""
+
+from __future__ import annotations
+
+from locust.util.timespan import parse_timespan
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlsuite.options import OptionError
+from rlsuite.webui import render
+
+logger = logging.getLogger(__name__)
+
+TAB_KEY = "rlsuite"
+# Options that do nothing with the web UI (/metrics is on the web UI port; lingering is for headless runs): left out
+# of the form so every field shown has an effect.
+HEADLESS_ONLY = frozenset({"metrics_port", "metrics_linger"})
+# Locust's endpoints whose responses get the suite's additions (blueprint "locust" in locust/web.py)
+STATS_ENDPOINT = "locust.request_stats"
+REPORT_ENDPOINT = "locust.stats_report"
+SWARM_ENDPOINT = "locust.swarm"
+
+
+@dataclass(frozen=True)
+class FormOption:
+    dest: str  # parsed_options attribute, and the form field name Locust maps back to it
+    flag: str  # without the leading dashes
+    group: str
+    help: str
+    choices: tuple[str, ...] | None
+
+
+class _Recorder:
+    """Stands in for Locust's parser to learn the suite's options with their groups (argparse keeps groups private)."""
+
+    def __init__(self) -> None:
+        self.options: list[FormOption] = []
+
+    def add_argument_group(self, title: str | None = None, *_: Any, **__: Any) -> _GroupRecorder:
+        return _GroupRecorder(self, title or "")
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        _GroupRecorder(self, "").add_argument(*flags, **kwargs)
+
+
+@dataclass
+class _GroupRecorder:
+    recorder: _Recorder
+    title: str
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        flag = next(f for f in flags if f.startswith("--")).removeprefix("--")
+        choices = kwargs.get("choices")
+        self.recorder.options.append(
+            FormOption(
+                dest=kwargs.get("dest") or flag.replace("-", "_"),
+                flag=flag,
+                group=self.title,
+                help=kwargs.get("help") or "",
+                choices=tuple(choices) if choices else None,
+            )
+        )
+
+
+def suite_options() -> list[FormOption]:
+    """Every option the suite declares, in declaration order, with its argparse group title."""
+    from rlsuite import suite as suite_module  # not at import: suite imports this module
+
+    recorder = _Recorder()
+    suite_module.add_arguments(recorder)
+    return recorder.options
+
+
+def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The start form's "Custom parameters", in Locust's ``extra_options`` shape.
+
+    Each field shows the value of the current (or last) run, as Locust's own fields do, and a label of the form
+    "Steady Rps (Steady and burst traffic: Target requests/s ...)": Locust derives the name from the key and shows
+    the help text in brackets, in one flat list, so the group travels in the help text and the order keeps groups
+    together."""
+    fields: dict[str, dict[str, Any]] = {}
+    ours = suite_options()
+    for o in ours:
+        if o.dest in HEADLESS_ONLY:
+            continue
+        fields[o.dest] = {
+            "default_value": getattr(opts, o.dest),
+            "is_secret": False,
+            "is_required": False,
+            "help_text": f"{o.group}: {o.help}  [--{o.flag}]" if o.group else f"{o.help}  [--{o.flag}]",
+            "is_multiple": False,
+            "choices": list(o.choices) if o.choices else None,
+        }
+    known = {o.dest for o in ours}
+    # options of other plugins that Locust found itself keep their place, after the suite's
+    fields.update({k: v for k, v in locust_extra.items() if k not in known})
+    return fields
+
+
+def run_options(opts: Any) -> dict[str, Any]:
+    """The suite's options (and Locust's that shape a run) as the current or last run used them, by flag."""
+    out: dict[str, Any] = {o.flag: getattr(opts, o.dest, None) for o in suite_options() if o.dest not in HEADLESS_ONLY}
+    out["run-time"] = getattr(opts, "run_time", None)
+    out["users"] = getattr(opts, "num_users", None)
+    return out
+
+
+def cast_like_locust(current: Any, raw: str) -> Any:
+    """What Locust's /swarm does with a submitted value: keep the type of the current value (web.py ``swarm``)."""
+    if isinstance(current, bool):
+        return raw == "true"
+    if current is None:
+        return raw
+    return type(current)(raw)
+
+
+def check_form(opts: Any, form: Any) -> str | None:
+    """The message for a start form Locust would accept but the suite would refuse at the start of the run, else
+    None: Locust would apply it, start the shape, and the run would end at once with the reason only in the log."""
+    from rlsuite.suite import check_options  # not at import: suite imports this module
+
+    trial = argparse.Namespace(**vars(opts))
+    for o in suite_options():
+        if o.dest not in form:
+            continue
+        raw = form[o.dest]
+        current = getattr(opts, o.dest)
+        try:
+            setattr(trial, o.dest, cast_like_locust(current, raw))
+        except ValueError:
+            kind = "a whole number" if isinstance(current, int) else "a number"
+            return f"--{o.flag} ({o.flag.replace('-', ' ')}) must be {kind}, got {raw!r}"
+    if form.get("run_time"):
+        try:
+            trial.run_time = parse_timespan(form["run_time"])
+        except ValueError:
+            return None  # Locust answers this one itself
+    try:
+        check_options(trial)
+    except OptionError as e:
+        return str(e)
+    return None
+
+
+def _lag(suite: Any) -> float:
+    # as the status line: a master hears of requests only when workers report (every 3 s)
+    return 4.0 if suite.is_master else 1.0
+
+
+def mount(suite: Any, web_ui: Any) -> None:
+    """Add the suite's routes, tab, form fields and report section to Locust's web UI."""
+    from flask import Blueprint, Response, jsonify, request
+    from flask_login import current_user
+
+    environment = suite.environment
+    opts = environment.parsed_options
+    prefix = (getattr(opts, "web_base_path", None) or "").rstrip("/")
+    blueprint = Blueprint("rlsuite", __name__, url_prefix=prefix or None)
+
+    # Jinja's tojson sorts keys by default, and the page's template args go through it: the form would list the
+    # options alphabetically instead of by group. Key order means nothing else to Locust's frontend.
+    web_ui.app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+
+    args = web_ui.template_args
+    args["extended_tabs"] = [*args.get("extended_tabs", []), {"title": "Rate limiter", "key": TAB_KEY}]
+    args["extended_tables"] = [*args.get("extended_tables", []), {"key": TAB_KEY, "structure": render.TAB_STRUCTURE}]
+    args["extended_csv_files"] = [
+        *args.get("extended_csv_files", []),
+        {"href": "./rlsuite", "title": "Rate limiter: live chart, verdict and per-node counts"},
+        {"href": "./rlsuite/snapshot", "title": "Rate limiter snapshot (JSON)"},
+    ]
+
+    locust_update = web_ui.update_template_args
+
+    def update_template_args() -> None:
+        # Locust rebuilds extra_options on every page load (index route); replace it each time after that
+        locust_update()
+        web_ui.template_args["extra_options"] = form_fields(
+            environment.parsed_options, web_ui.template_args.get("extra_options") or {}
+        )
+
+    web_ui.update_template_args = update_template_args
+    update_template_args()
+
+    def snapshot() -> dict[str, Any]:
+        return {**suite.snapshot(), "options": run_options(environment.parsed_options)}
+
+    @blueprint.route("/rlsuite")
+    @web_ui.auth_required_if_enabled
+    def live_page() -> Response:
+        snap = snapshot()
+        links = {"Locust": f"{prefix}/", "Snapshot JSON": f"{prefix}/rlsuite/snapshot", "Metrics": "/metrics"}
+        return Response(render.page(snap, snap["options"], _lag(suite), links), mimetype="text/html")
+
+    @blueprint.route("/rlsuite/fragment")
+    @web_ui.auth_required_if_enabled
+    def live_fragment() -> Response:
+        snap = snapshot()
+        response = Response(render.fragment(snap, snap["options"], _lag(suite)), mimetype="text/html")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @blueprint.route("/rlsuite/snapshot")
+    @web_ui.auth_required_if_enabled
+    def snapshot_json() -> Response:
+        return jsonify(snapshot())
+
+    web_ui.app.register_blueprint(blueprint)
+
+    @web_ui.app.before_request
+    def refuse_bad_form() -> Response | None:
+        # Before Locust's view applies the form to parsed_options, so a refused form changes nothing.
+        if request.endpoint != SWARM_ENDPOINT or request.method != "POST":
+            return None
+        if web_ui.web_login and not current_user.is_authenticated:
+            return None  # hooks run before the view's login check: let that one answer
+        message = check_form(environment.parsed_options, request.form)
+        if message is None:
+            return None
+        logger.error("rlsuite: start form refused: %s", message)
+        return jsonify({"success": False, "message": message, "host": environment.host})
+
+    @web_ui.app.after_request
+    def add_suite_data(response: Response) -> Response:
+        if request.endpoint == STATS_ENDPOINT and response.status_code == 200:
+            # Locust memoizes this response for 2 s; the rows are recomputed on every request anyway
+            data = response.get_json(silent=True)
+            if isinstance(data, dict):
+                page_url = f"{request.host_url.rstrip('/')}{prefix}/rlsuite"
+                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(suite.snapshot(), page_url)}]
+                response.set_data(json.dumps(data))
+        elif request.endpoint == REPORT_ENDPOINT and response.status_code == 200:
+            snap = snapshot()
+            report = render.inject(response.get_data(as_text=True), render.report_section(snap, snap["options"]))
+            if report is not None:
+                response.set_data(report)
+        return response
+
+
+def write_report(suite: Any, path: str | os.PathLike[str]) -> str | None:
+    """Add the rate-limiter section to the HTML report Locust wrote at ``path`` (``--html``); the path, or None.
+
+    Locust writes the report when the run ends, before the ``quitting`` event, so this runs at quitting, after the
+    summary (the final counts and verdict). A report Locust did not write this time (SIGTERM skips it) is left alone:
+    it belongs to an earlier run."""
+    target = Path(path)
+    plan = suite.conductor.plan if suite.conductor else None
+    if plan is None or not target.is_file() or target.stat().st_mtime < plan.t0:
+        logger.info("rlsuite: no HTML report of this run at %s; nothing added", target)
+        return None
+    snap = suite.snapshot()
+    options = run_options(suite.environment.parsed_options)
+    report = render.inject(target.read_text(encoding="utf-8"), render.report_section(snap, options))
+    if report is None:
+        logger.warning("rlsuite: %s has no </body>; rate-limiter section not added", target)
+        return None
+    target.write_text(report, encoding="utf-8")
+    logger.info("rlsuite: HTML report with the rate-limiter summary, verdict and chart: %s", target)
+    return str(target)

@@ -5,6 +5,8 @@ Both are pure functions of the run's counts and schedule, so they are tested wit
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from rlsuite import options
@@ -41,17 +43,35 @@ def status_line(
     )
 
 
-def stage_rates(run: RunView, schedule: Schedule, t0: float, elapsed: float) -> list[tuple[Stage, float]]:
-    """Achieved requests/s of every stage that ran to its end, counted by request start time.
+@dataclass(frozen=True)
+class StageRate:
+    """How well one stage that ran to its end was paced, counted by request start time."""
 
-    ``t0`` and stage boundaries are whole seconds, so the per-second counts split exactly at stage boundaries.
-    """
+    stage: Stage
+    achieved: float  # requests/s over the whole stage
+    first_second: float  # requests/s in its first second: how quickly the switch took effect
+    settled: float | None  # requests/s after the first second (None for a one-second stage)
+    spread: float | None  # standard deviation of the per-second rate after the first second, / target
+
+    @property
+    def ratio(self) -> float:
+        return self.achieved / self.stage.rps
+
+
+def stage_rates(run: RunView, schedule: Schedule, t0: float, elapsed: float) -> list[StageRate]:
+    """Every stage that ran to its end. ``t0`` and stage boundaries are whole seconds, so per-second counts split
+    exactly at stage boundaries."""
     out = []
     by_second = run.by_second()
     for stage in schedule.stages(until=elapsed):
-        if stage.end <= elapsed + 1e-9 and stage.duration > 0:
-            started = sum(run.started_between(t0 + stage.start, t0 + stage.end, by_second))
-            out.append((stage, started / stage.duration))
+        if stage.end > elapsed + 1e-9 or stage.duration < 1:
+            continue
+        first = int(t0 + stage.start)
+        per_second = [sum(by_second.get(s, (0, 0, 0))) for s in range(first, int(t0 + stage.end))]
+        rest = per_second[1:]
+        settled = sum(rest) / len(rest) if rest else None
+        spread = statistics.pstdev(rest) / stage.rps if len(rest) > 1 else None
+        out.append(StageRate(stage, sum(per_second) / len(per_second), per_second[0], settled, spread))
     return out
 
 
@@ -79,12 +99,20 @@ def summary(
         lines.append(f"{mode:<8}{target:>12.1f}{achieved:>12.1f}{ratio:>8}")
     rates = stage_rates(run, schedule, t0, elapsed)
     if rates:
-        ratios = [(achieved / stage.rps, stage) for stage, achieved in rates]
-        (lo, lo_stage), (hi, hi_stage) = min(ratios, key=lambda r: r[0]), max(ratios, key=lambda r: r[0])
+        lo, hi = min(rates, key=lambda r: r.ratio), max(rates, key=lambda r: r.ratio)
         lines.append(
-            f"Stage rates: {len(rates)} stages; achieved/target from {lo:.3f} (stage {lo_stage.index}, "
-            f"{lo_stage.mode}) to {hi:.3f} (stage {hi_stage.index}, {hi_stage.mode})"
+            f"Stage rates: {len(rates)} stages; achieved/target from {lo.ratio:.3f} (stage {lo.stage.index}, "
+            f"{lo.stage.mode}) to {hi.ratio:.3f} (stage {hi.stage.index}, {hi.stage.mode})"
         )
+        settled = [r.settled / r.stage.rps for r in rates if r.settled is not None]
+        spreads = [r.spread for r in rates if r.spread is not None]
+        first = min(r.first_second / r.stage.rps for r in rates)
+        if settled:
+            lines.append(
+                f"Pacing: after each stage's first second, achieved/target from {min(settled):.4f} to "
+                f"{max(settled):.4f}; per-second std dev at most {100 * max(spreads or [0]):.2f}% of target; "
+                f"the first second of each stage at least {first:.3f} of its target"
+            )
     lines.append(f"{'Node':<24}{'Allowed':>9}{'Limited':>9}{'Error':>8}{'Share':>9}")
     for node in nodes:
         counts = [run.count(node=node, outcome=o) for o in OUTCOMES]

@@ -183,7 +183,8 @@ def evaluate(
             f"per node ({len(nodes)} nodes) could admit everything and still look right; offer more than "
             f"{len(nodes)}x (raise --burst-multiplier or --steady-rps) to catch it"
         )
-    for stage, achieved in stage_rates(run, schedule, t0, elapsed):
+    for rate in stage_rates(run, schedule, t0, elapsed):
+        stage, achieved = rate.stage, rate.achieved
         if achieved < KEEP_UP * stage.rps:
             verdict.reasons.append(
                 f"stage {stage.index} ({stage.mode}) sent {achieved / stage.rps:.1%} of its target "

@@ -90,13 +90,19 @@ def suite_options() -> list[FormOption]:
     return recorder.options
 
 
+def first_sentence(text: str) -> str:
+    """The form shows help on one line, cut at its width: keep the first sentence (the full text is on /rlsuite)."""
+    end = text.find(". ")
+    return text if end == -1 else text[: end + 1]
+
+
 def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The start form's "Custom parameters", in Locust's ``extra_options`` shape.
 
     Each field shows the value of the current (or last) run, as Locust's own fields do, and a label of the form
-    "Steady Rps (Steady and burst traffic: Target requests/s ...)": Locust derives the name from the key and shows
-    the help text in brackets, in one flat list, so the group travels in the help text and the order keeps groups
-    together."""
+    "Steady Rps (Steady and burst traffic · Target requests/s ...)": Locust derives the name from the key and shows
+    the help text in brackets, all in one flat list, so the group travels in the help text and the order keeps
+    groups together."""
     fields: dict[str, dict[str, Any]] = {}
     ours = suite_options()
     for o in ours:
@@ -106,7 +112,7 @@ def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str,
             "default_value": getattr(opts, o.dest),
             "is_secret": False,
             "is_required": False,
-            "help_text": f"{o.group}: {o.help}  [--{o.flag}]" if o.group else f"{o.help}  [--{o.flag}]",
+            "help_text": f"{o.group} · {first_sentence(o.help)}" if o.group else first_sentence(o.help),
             "is_multiple": False,
             "choices": list(o.choices) if o.choices else None,
         }
@@ -116,12 +122,15 @@ def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str,
     return fields
 
 
-def run_options(opts: Any) -> dict[str, Any]:
-    """The suite's options (and Locust's that shape a run) as the current or last run used them, by flag."""
-    out: dict[str, Any] = {o.flag: getattr(opts, o.dest, None) for o in suite_options() if o.dest not in HEADLESS_ONLY}
-    out["run-time"] = getattr(opts, "run_time", None)
-    out["users"] = getattr(opts, "num_users", None)
-    return out
+def run_options(opts: Any) -> list[tuple[str, Any, str, str]]:
+    """Flag, value, group and help of every option that shaped the current or last run (the suite's, and Locust's
+    run time and users), as the live page and report list them."""
+    rows = [
+        (o.flag, getattr(opts, o.dest, None), o.group, o.help) for o in suite_options() if o.dest not in HEADLESS_ONLY
+    ]
+    rows.append(("run-time", getattr(opts, "run_time", None), "Locust", "Seconds of load; none = until stopped."))
+    rows.append(("users", getattr(opts, "num_users", None), "Locust", "Requests in flight at most."))
+    return rows
 
 
 def cast_like_locust(current: Any, raw: str) -> Any:
@@ -202,20 +211,24 @@ def mount(suite: Any, web_ui: Any) -> None:
     update_template_args()
 
     def snapshot() -> dict[str, Any]:
-        return {**suite.snapshot(), "options": run_options(environment.parsed_options)}
+        # the run's options beside the snapshot: what the form (or command line) really handed to the run
+        return {
+            **suite.snapshot(),
+            "options": {flag: value for flag, value, *_ in run_options(environment.parsed_options)},
+        }
 
     @blueprint.route("/rlsuite")
     @web_ui.auth_required_if_enabled
     def live_page() -> Response:
-        snap = snapshot()
         links = {"Locust": f"{prefix}/", "Snapshot JSON": f"{prefix}/rlsuite/snapshot", "Metrics": "/metrics"}
-        return Response(render.page(snap, snap["options"], _lag(suite), links), mimetype="text/html")
+        page = render.page(suite.snapshot(), run_options(environment.parsed_options), _lag(suite), links)
+        return Response(page, mimetype="text/html")
 
     @blueprint.route("/rlsuite/fragment")
     @web_ui.auth_required_if_enabled
     def live_fragment() -> Response:
-        snap = snapshot()
-        response = Response(render.fragment(snap, snap["options"], _lag(suite)), mimetype="text/html")
+        html = render.fragment(suite.snapshot(), run_options(environment.parsed_options), _lag(suite))
+        response = Response(html, mimetype="text/html")
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -249,8 +262,8 @@ def mount(suite: Any, web_ui: Any) -> None:
                 data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(suite.snapshot(), page_url)}]
                 response.set_data(json.dumps(data))
         elif request.endpoint == REPORT_ENDPOINT and response.status_code == 200:
-            snap = snapshot()
-            report = render.inject(response.get_data(as_text=True), render.report_section(snap, snap["options"]))
+            section = render.report_section(suite.snapshot(), run_options(environment.parsed_options))
+            report = render.inject(response.get_data(as_text=True), section)
             if report is not None:
                 response.set_data(report)
         return response

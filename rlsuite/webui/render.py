@@ -222,11 +222,12 @@ def verdict_html(snap: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def options_html(options: dict[str, Any] | None) -> str:
+def options_html(options: list[tuple[str, Any, str, str]] | None) -> str:
+    """The options of the run, by group, with their full help (the start form has room for one line of it)."""
     if not options:
         return ""
-    rows = [[f"--{flag}", "" if value is None else str(value)] for flag, value in options.items()]
-    return "<h3>Options of this run</h3>" + _table(["Option", "Value"], rows, 2, "options")
+    rows = [[group, f"--{flag}", "" if value is None else str(value), help] for flag, value, group, help in options]
+    return "<h3>Options of this run</h3>" + _table(["Group", "Option", "Value", "Meaning"], rows, 4, "options")
 
 
 # -- chart -------------------------------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
 # -- pages -------------------------------------------------------------------------------------------------------
 
 
-def fragment(snap: dict[str, Any], options: dict[str, Any] | None = None, lag: float = 1.0) -> str:
+def fragment(snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None = None, lag: float = 1.0) -> str:
     """Everything about the run, as the body of the live page and of the report section."""
     if snap.get("run_id") is None:
         return '<p class="note" data-running="false">No run yet: start one from Locust\'s start form.</p>'
@@ -375,7 +376,9 @@ def fragment(snap: dict[str, Any], options: dict[str, Any] | None = None, lag: f
     )
 
 
-def page(snap: dict[str, Any], options: dict[str, Any] | None, lag: float, links: dict[str, str]) -> str:
+def page(
+    snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None, lag: float, links: dict[str, str]
+) -> str:
     """The self-contained live page: inline CSS and JS, which swaps in a fresh fragment every few seconds."""
     nav = " · ".join(f'<a href="{escape(href)}">{escape(label)}</a>' for label, href in links.items())
     return (
@@ -392,7 +395,7 @@ REPORT_START = "<!-- rlsuite-report:start -->"
 REPORT_END = "<!-- rlsuite-report:end -->"
 
 
-def report_section(snap: dict[str, Any], options: dict[str, Any] | None) -> str:
+def report_section(snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None) -> str:
     """The section added to Locust's HTML report: static (no script), styled by its own scoped CSS."""
     return (
         f'{REPORT_START}<section id="rlsuite-report" class="rlsuite"><style>{asset("rlsuite.css")}</style>'

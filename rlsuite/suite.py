@@ -90,7 +90,6 @@ class Suite:
         self.exporter: exporter.Exporter | None = None
         self._printer: gevent.Greenlet | None = None
         self._summarised_run = 0
-        self._worker_clock_offset = 0.0
 
     @property
     def runner(self) -> Any:
@@ -150,8 +149,7 @@ class Suite:
 
     def on_plan_message(self, environment: Any, msg: Any, **_: Any) -> None:
         offset = time.time() - msg.data["sent_at"]
-        self._worker_clock_offset = offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0
-        plan = Plan.from_message(msg.data, self._worker_clock_offset)
+        plan = Plan.from_message(msg.data, offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0)
         if self.pacer.apply(plan):
             logger.debug("adopted plan v%s: share %s/%s", plan.version, plan.share_index, plan.share_count)
 
@@ -204,6 +202,7 @@ class Suite:
             if plan is None:
                 continue
             self.sync()
+            self.judge()  # keeps the verdict gauges in /metrics current
             now = time.time()
             hi = int(now - lag)
             lo = max(hi - interval, plan.t0)

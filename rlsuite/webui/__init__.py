@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ HEADLESS_ONLY = frozenset({"metrics_port", "metrics_linger"})
 STATS_ENDPOINT = "locust.request_stats"
 REPORT_ENDPOINT = "locust.stats_report"
 SWARM_ENDPOINT = "locust.swarm"
+# Each view polls on its own (the tab every 2 s, /rlsuite every 2 s, scripts at will, any number of browser tabs)
+# and a snapshot judges the whole run so far on the gevent loop that also paces the requests: however many ask,
+# one snapshot serves them all for this long.
+SNAPSHOT_TTL = 1.0
 
 
 @dataclass(frozen=True)
@@ -210,24 +215,30 @@ def mount(suite: Any, web_ui: Any) -> None:
     web_ui.update_template_args = update_template_args
     update_template_args()
 
+    cache: dict[str, Any] = {"at": -SNAPSHOT_TTL, "snap": None}
+
+    def current() -> dict[str, Any]:
+        now = time.monotonic()
+        if now - cache["at"] >= SNAPSHOT_TTL:
+            cache["snap"], cache["at"] = suite.snapshot(), now
+        return cache["snap"]
+
     def snapshot() -> dict[str, Any]:
         # the run's options beside the snapshot: what the form (or command line) really handed to the run
-        return {
-            **suite.snapshot(),
-            "options": {flag: value for flag, value, *_ in run_options(environment.parsed_options)},
-        }
+        options = run_options(environment.parsed_options)
+        return {**current(), "options": {flag: value for flag, value, *_ in options}}
 
     @blueprint.route("/rlsuite")
     @web_ui.auth_required_if_enabled
     def live_page() -> Response:
         links = {"Locust": f"{prefix}/", "Snapshot JSON": f"{prefix}/rlsuite/snapshot", "Metrics": "/metrics"}
-        page = render.page(suite.snapshot(), run_options(environment.parsed_options), _lag(suite), links)
+        page = render.page(current(), run_options(environment.parsed_options), _lag(suite), links)
         return Response(page, mimetype="text/html")
 
     @blueprint.route("/rlsuite/fragment")
     @web_ui.auth_required_if_enabled
     def live_fragment() -> Response:
-        html = render.fragment(suite.snapshot(), run_options(environment.parsed_options), _lag(suite))
+        html = render.fragment(current(), run_options(environment.parsed_options), _lag(suite))
         response = Response(html, mimetype="text/html")
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -259,7 +270,7 @@ def mount(suite: Any, web_ui: Any) -> None:
             data = response.get_json(silent=True)
             if isinstance(data, dict):
                 page_url = f"{request.host_url.rstrip('/')}{prefix}/rlsuite"
-                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(suite.snapshot(), page_url)}]
+                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(current(), page_url)}]
                 response.set_data(json.dumps(data))
         elif request.endpoint == REPORT_ENDPOINT and response.status_code == 200:
             section = render.report_section(suite.snapshot(), run_options(environment.parsed_options))

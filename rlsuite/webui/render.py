@@ -16,6 +16,7 @@ from rlsuite.classify import OUTCOMES
 from rlsuite.schedule import BURST, MODES
 
 HERE = Path(__file__).resolve().parent
+OptionRows = list[tuple[str, Any, str, str]]  # flag, value, argparse group, help
 COLORS = {"allowed": "#2e7d32", "limited": "#ef6c00", "error": "#c62828", "limit": "#6a1b9a", "target": "#757575"}
 RESULT_CLASS = {"pass": "pass", "fail": "fail", "inconclusive": "inconclusive"}
 
@@ -40,6 +41,22 @@ def settled_seconds(snap: dict[str, Any], lag: float) -> int:
     return max(0, int(elapsed - lag) if snap.get("running") else int(elapsed + 1e-9))
 
 
+def mode_now(snap: dict[str, Any]) -> str:
+    """The mode running now, or "finished (last: <mode>)": a run that ends on a stage boundary would otherwise show
+    the stage that never ran."""
+    if snap["running"]:
+        return snap["mode"]
+    elapsed = float(snap["elapsed"])
+    last = [st["mode"] for st in snap["stages"] if st["start"] < elapsed]
+    return f"finished (last: {last[-1]})" if last else "finished"
+
+
+def node_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The mode x outcome x node table without per-node error rows of a mode that had no errors (all zeros)."""
+    errors = {r["mode"] for r in snap["table"] if r["outcome"] == "error" and r["count"]}
+    return [r for r in snap["table"] if r["outcome"] != "error" or r["mode"] in errors]
+
+
 def mode_totals(snap: dict[str, Any]) -> list[dict[str, Any]]:
     """The mode x outcome x node table summed over nodes: one row per mode and outcome."""
     out = []
@@ -60,7 +77,8 @@ def mode_totals(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
     """Rows of the "Rate limiter" tab in Locust's UI, which can only show one table per tab: status lines first
-    (item and value), then every mode x outcome x node count, each mode x outcome followed by its all-nodes sum.
+    (item and value), then the mode x outcome x node counts, each mode x outcome followed by its all-nodes sum
+    (per-node error rows only for a mode that had errors).
 
     Keys are single lowercase words: Locust's frontend camel-cases keys, and these stay as they are."""
     if snap.get("run_id") is None:
@@ -73,7 +91,7 @@ def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
     length = f"{snap['elapsed']:.0f}s of {run_time:g}s" if run_time else f"{snap['elapsed']:.0f}s (until stopped)"
     rows = [
         status("Run", f"#{snap['run_id']} {'running' if snap['running'] else 'finished'}, {length}"),
-        status("Mode now", snap["mode"] if snap["running"] else f"{snap['mode']} (last)"),
+        status("Mode now", mode_now(snap)),
         status("Target req/s", _num(snap["target_rps"])),
         status("Achieved req/s", f"{_num(snap['achieved_rps'])} (last 5 complete seconds)"),
         status("Late / dropped sends", f"{snap['late']} / {snap['dropped']}"),
@@ -88,9 +106,10 @@ def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
     rows.append(status("Chart and details", f"{page_url} (also under Download Data)"))
 
     totals = {(r["mode"], r["outcome"]): r for r in mode_totals(snap)}
+    shown = node_rows(snap)
     for mode in MODES:
         for outcome in OUTCOMES:
-            group = [r for r in snap["table"] if r["mode"] == mode and r["outcome"] == outcome]
+            group = [r for r in shown if r["mode"] == mode and r["outcome"] == outcome]
             for r in [*group, {**totals[(mode, outcome)], "node": "all nodes"}]:
                 rows.append(
                     {
@@ -138,7 +157,7 @@ def status_html(snap: dict[str, Any]) -> str:
     items = [
         ("Run", f"#{snap['run_id']} ({state})"),
         ("Elapsed", f"{snap['elapsed']:.1f}s" + (f" of {run_time:g}s" if run_time else " (until stopped)")),
-        ("Mode now", snap["mode"] if snap["running"] else "-"),
+        ("Mode now", mode_now(snap)),
         ("Target req/s", _num(snap["target_rps"])),
         ("Achieved req/s", _num(snap["achieved_rps"])),
         ("Late / dropped", f"{snap['late']} / {snap['dropped']}"),
@@ -169,7 +188,9 @@ def summary_html(snap: dict[str, Any]) -> str:
 
 
 def nodes_html(snap: dict[str, Any]) -> str:
-    rows = [[r["mode"], r["outcome"], r["node"], r["count"], _num(r["rate"]), _pct(r["share"])] for r in snap["table"]]
+    rows = [
+        [r["mode"], r["outcome"], r["node"], r["count"], _num(r["rate"]), _pct(r["share"])] for r in node_rows(snap)
+    ]
     return "<h3>Per node</h3>" + _table(["Mode", "Outcome", "Node", "Requests", "Req/s", "Share"], rows, 3, "per-node")
 
 
@@ -222,7 +243,7 @@ def verdict_html(snap: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def options_html(options: list[tuple[str, Any, str, str]] | None) -> str:
+def options_html(options: OptionRows | None) -> str:
     """The options of the run, by group, with their full help (the start form has room for one line of it)."""
     if not options:
         return ""
@@ -246,9 +267,12 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
     left, right, top, bottom = 60, 16, 34, 42
     plot_w, plot_h = width - left - right, height - top - bottom
     settled = settled_seconds(snap, lag)
-    series = [s for s in snap["series"] if 0 <= s["t"] < settled]
     run_time = snap.get("run_time")
     x_max = float(run_time) if run_time else max(10.0, math.ceil(float(snap["elapsed"]) / 10) * 10)
+    # a second without a single request started has no entry, and is a real zero
+    by_second = {s["t"]: s for s in snap["series"]}
+    zero = {"allowed": 0, "limited": 0, "error": 0}
+    series = [by_second.get(t, {"t": t, **zero}) for t in range(min(settled, math.ceil(x_max)))]
     stages = snap["stages"]
     limit = snap.get("limit_rps")
     has_errors = any(s["error"] for s in series)
@@ -319,12 +343,14 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
             f'<text x="{left + plot_w - 4}" y="{y(limit) - 5:.1f}" text-anchor="end" class="label" '
             f'fill="{COLORS["limit"]}">declared limit {limit:g}/s</text>'
         )
-    shown = ["allowed", "limited"] + (["error"] if has_errors else [])
+    # admitted last, on top: in a burst it often equals limited, and admitted is what the limit line judges
+    shown = ["limited", *(["error"] if has_errors else []), "allowed"]
     for key in shown:
-        pts = " ".join(f"{x(s['t'] + 0.5):.1f},{y(s[key]):.1f}" for s in series)
+        # steps, one per second: each value is a count over that whole second
+        pts = " ".join(f"{x(s['t']):.1f},{y(s[key]):.1f} {x(s['t'] + 1):.1f},{y(s[key]):.1f}" for s in series)
         out.append(
             f'<polyline class="series" data-series="{key}" points="{pts}" fill="none" stroke="{COLORS[key]}" '
-            'stroke-width="2" stroke-linejoin="round"/>'
+            'stroke-width="2"/>'
         )
         if len(series) <= 120:  # dots show single seconds and short runs; they would only clutter long ones
             out.extend(
@@ -357,7 +383,7 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
 # -- pages -------------------------------------------------------------------------------------------------------
 
 
-def fragment(snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None = None, lag: float = 1.0) -> str:
+def fragment(snap: dict[str, Any], options: OptionRows | None = None, lag: float = 1.0) -> str:
     """Everything about the run, as the body of the live page and of the report section."""
     if snap.get("run_id") is None:
         return '<p class="note" data-running="false">No run yet: start one from Locust\'s start form.</p>'
@@ -376,9 +402,7 @@ def fragment(snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | No
     )
 
 
-def page(
-    snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None, lag: float, links: dict[str, str]
-) -> str:
+def page(snap: dict[str, Any], options: OptionRows | None, lag: float, links: dict[str, str]) -> str:
     """The self-contained live page: inline CSS and JS, which swaps in a fresh fragment every few seconds."""
     nav = " · ".join(f'<a href="{escape(href)}">{escape(label)}</a>' for label, href in links.items())
     return (
@@ -395,7 +419,7 @@ REPORT_START = "<!-- rlsuite-report:start -->"
 REPORT_END = "<!-- rlsuite-report:end -->"
 
 
-def report_section(snap: dict[str, Any], options: list[tuple[str, Any, str, str]] | None) -> str:
+def report_section(snap: dict[str, Any], options: OptionRows | None) -> str:
     """The section added to Locust's HTML report: static (no script), styled by its own scoped CSS."""
     return (
         f'{REPORT_START}<section id="rlsuite-report" class="rlsuite"><style>{asset("rlsuite.css")}</style>'

@@ -15,6 +15,7 @@ from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunn
 import atexit
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 # Clocks closer than this are treated as the same clock: a correction would only add the message latency.
 CLOCK_SKEW_TOLERANCE = 0.05
+# How far behind a master's counts are while a run goes on: workers report every 3 s (Locust's
+# WORKER_REPORT_INTERVAL), plus a second for the report to arrive.
+REPORT_LAG_SECONDS = 4.0
 # Users per second at least; Locust warns above 100 per worker. Pacing does not depend on it: slots are sent on time
 # by whichever users exist.
 DEFAULT_SPAWN_RATE = 100.0
@@ -195,7 +199,7 @@ class Suite:
 
     def _print_status_every(self, interval: float) -> None:
         # A master only learns of requests when workers report (every 3 s), so its window lags further behind.
-        lag = 4.0 if self.is_master else 1.0
+        lag = REPORT_LAG_SECONDS if self.is_master else 1.0
         while True:
             gevent.sleep(interval)
             plan = self.conductor.plan
@@ -285,7 +289,8 @@ class Suite:
         return {
             "running": status.running,
             "run_id": plan.run_id,
-            "mode": plan.schedule.stage_at(elapsed).mode,
+            # at the very end of a run, elapsed == run time is the start of a stage that never ran
+            "mode": plan.schedule.stage_at(elapsed - 1e-6).mode,
             "target_rps": status.target_rps,
             "achieved_rps": sum(s["allowed"] + s["limited"] + s["error"] for s in recent) / max(1, len(recent)),
             "elapsed": elapsed,
@@ -307,6 +312,14 @@ class Suite:
             "metrics_url": self.exporter.url if self.exporter else None,
         }
 
+    def settled_elapsed(self) -> float:
+        """Seconds of the run whose counts are all in: while it runs, a master hears of requests only when workers
+        report (every 3 s), and the current second is never complete; after it, everything."""
+        elapsed = self.conductor.elapsed()
+        if not self.status.running:
+            return elapsed
+        return max(0.0, math.floor(elapsed - (REPORT_LAG_SECONDS if self.is_master else 1.0)))
+
     def judge(self) -> Verdict | None:
         """The verdict on the current run so far (None without a declared limit); also shown in /metrics."""
         conductor = self.conductor
@@ -318,7 +331,7 @@ class Suite:
             self.totals.run,
             plan.schedule,
             plan.t0,
-            conductor.elapsed(),
+            self.settled_elapsed(),
             [n.name for n in plan.targets.nodes],
             plan.targets.partitions,
             conductor.interrupted(),
@@ -345,6 +358,9 @@ class Suite:
             runner.quit()
         self._stop_printer()
         self.summarise()
+        if getattr(environment.parsed_options, "html_file", None):
+            # Locust wrote --html before firing `quitting`; add the rate-limiter view with the final counts
+            webui.write_report(self, environment.parsed_options.html_file)
         verdict = self.status.verdict
         if verdict is not None and verdict.result != PASS:
             # 3: the cluster did not honour its limit; 4: the run could not tell. Locust's own 1 (failures) and

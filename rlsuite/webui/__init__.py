@@ -2,9 +2,10 @@
 
 - A "Rate limiter" tab: ``extended_tabs`` and ``extended_tables`` in the web UI's template args, its rows in the
   ``extended_stats`` of ``/stats/requests`` (added by an ``after_request`` hook, as Locust's
-  examples/extend_web_ui.py does). Locust's extended tabs show one plain-text table, so the chart lives on
-- ``/rlsuite``: a self-contained live page (inline CSS, JS and SVG; it loads only its own routes), refreshed from
-  ``/rlsuite/fragment``; ``/rlsuite/snapshot`` is the same data as JSON. Both are linked under Download Data.
+  examples/extend_web_ui.py does). Locust's extended tabs can show one plain-text table and nothing else.
+- So the chart is on ``/rlsuite``, a self-contained live page (inline CSS, JS and SVG; it loads only its own
+  routes) refreshed from ``/rlsuite/fragment``; ``/rlsuite/snapshot`` is the same data as JSON. Both are linked
+  under Download Data, and the tab names the page's address.
 - The start form: Locust lists a custom option only when its parser's own ``add_argument`` marked it, which options
   declared in argument groups (all of the suite's) bypass, so this module fills the form's "Custom parameters"
   itself, in group order, each with its group and help, and checks a submitted form before Locust applies it.
@@ -162,7 +163,8 @@ def check_form(opts: Any, form: Any) -> str | None:
             setattr(trial, o.dest, cast_like_locust(current, raw))
         except ValueError:
             kind = "a whole number" if isinstance(current, int) else "a number"
-            return f"--{o.flag} ({o.flag.replace('-', ' ')}) must be {kind}, got {raw!r}"
+            label = " ".join(word.capitalize() for word in o.dest.split("_"))  # as the form labels the field
+            return f"{label} (--{o.flag}) must be {kind}, got {raw!r}"
     if form.get("run_time"):
         try:
             trial.run_time = parse_timespan(form["run_time"])
@@ -270,7 +272,7 @@ def mount(suite: Any, web_ui: Any) -> None:
             data = response.get_json(silent=True)
             if isinstance(data, dict):
                 page_url = f"{request.host_url.rstrip('/')}{prefix}/rlsuite"
-                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(current(), page_url)}]
+                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(current(), page_url, _lag(suite))}]
                 response.set_data(json.dumps(data))
         elif request.endpoint == REPORT_ENDPOINT and response.status_code == 200:
             section = render.report_section(suite.snapshot(), run_options(environment.parsed_options))

@@ -18,6 +18,8 @@ from rlsuite.schedule import BURST, MODES
 HERE = Path(__file__).resolve().parent
 OptionRows = list[tuple[str, Any, str, str]]  # flag, value, argparse group, help
 COLORS = {"allowed": "#2e7d32", "limited": "#ef6c00", "error": "#c62828", "limit": "#6a1b9a", "target": "#757575"}
+# limited is drawn wide and under admitted: in a burst both are often the same count, and both stay visible
+WIDTHS = {"limited": 4, "error": 3, "allowed": 2}
 RESULT_CLASS = {"pass": "pass", "fail": "fail", "inconclusive": "inconclusive"}
 
 
@@ -75,7 +77,15 @@ def mode_totals(snap: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
+def catching_up(snap: dict[str, Any], lag: float) -> str:
+    """A caveat for live numbers on a master: workers report every 3 s, so the last seconds are still arriving and
+    the achieved rate and the verdict so far read low until they do."""
+    if snap.get("running") and lag > 1.0:
+        return f" (the last ~{lag:g}s still arriving from workers)"
+    return ""
+
+
+def tab_rows(snap: dict[str, Any], page_url: str, lag: float = 1.0) -> list[dict[str, Any]]:
     """Rows of the "Rate limiter" tab in Locust's UI, which can only show one table per tab: status lines first
     (item and value), then the mode x outcome x node counts, each mode x outcome followed by its all-nodes sum
     (per-node error rows only for a mode that had errors).
@@ -93,7 +103,7 @@ def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
         status("Run", f"#{snap['run_id']} {'running' if snap['running'] else 'finished'}, {length}"),
         status("Mode now", mode_now(snap)),
         status("Target req/s", _num(snap["target_rps"])),
-        status("Achieved req/s", f"{_num(snap['achieved_rps'])} (last 5 complete seconds)"),
+        status("Achieved req/s", f"{_num(snap['achieved_rps'])} (last 5 complete seconds){catching_up(snap, lag)}"),
         status("Late / dropped sends", f"{snap['late']} / {snap['dropped']}"),
     ]
     verdict = snap.get("verdict")
@@ -101,7 +111,8 @@ def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
         rows.append(status("Verdict", "none: no limit declared (set Limit in the form)"))
     else:
         so_far = " so far" if snap["running"] else ""
-        rows.append(status(f"Verdict{so_far}", f"{verdict['result'].upper()}: {verdict['policy']}"))
+        result = f"{verdict['result'].upper()}: {verdict['policy']}{catching_up(snap, lag)}"
+        rows.append(status(f"Verdict{so_far}", result))
         rows.extend(status("Reason", reason) for reason in verdict["reasons"])
     rows.append(status("Chart and details", f"{page_url} (also under Download Data)"))
 
@@ -194,7 +205,7 @@ def nodes_html(snap: dict[str, Any]) -> str:
     return "<h3>Per node</h3>" + _table(["Mode", "Outcome", "Node", "Requests", "Req/s", "Share"], rows, 3, "per-node")
 
 
-def verdict_html(snap: dict[str, Any]) -> str:
+def verdict_html(snap: dict[str, Any], lag: float = 1.0) -> str:
     verdict = snap.get("verdict")
     if verdict is None:
         return '<h3>Verdict</h3><p class="note">No limit declared (--limit 0): no verdict.</p>'
@@ -203,7 +214,7 @@ def verdict_html(snap: dict[str, Any]) -> str:
     parts = [
         f'<h3>Verdict{so_far}: <span class="badge {RESULT_CLASS.get(result, "")}" data-verdict="{escape(result)}">'
         f"{escape(result.upper())}</span></h3>",
-        f"<p>Declared: {escape(verdict['policy'])}</p>",
+        f"<p>Declared: {escape(verdict['policy'])}{escape(catching_up(snap, lag))}</p>",
     ]
     rows = [
         [
@@ -247,8 +258,20 @@ def options_html(options: OptionRows | None) -> str:
     """The options of the run, by group, with their full help (the start form has room for one line of it)."""
     if not options:
         return ""
-    rows = [[group, f"--{flag}", "" if value is None else str(value), help] for flag, value, group, help in options]
-    return "<h3>Options of this run</h3>" + _table(["Group", "Option", "Value", "Meaning"], rows, 4, "options")
+    body, group = [], None
+    for flag, value, in_group, meaning in options:
+        if in_group != group:
+            group = in_group
+            body.append(f'<tr class="group"><th colspan="3">{escape(group)}</th></tr>')
+        shown = "" if value is None else str(value)
+        body.append(
+            f'<tr><td class="flag">--{escape(flag)}</td><td data-option="{escape(flag)}">{escape(shown)}</td>'
+            f"<td>{escape(meaning)}</td></tr>"
+        )
+    return (
+        '<h3>Options of this run</h3><table class="options"><thead><tr><th>Option</th><th>Value</th>'
+        f"<th>Meaning</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 # -- chart -------------------------------------------------------------------------------------------------------
@@ -350,7 +373,7 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
         pts = " ".join(f"{x(s['t']):.1f},{y(s[key]):.1f} {x(s['t'] + 1):.1f},{y(s[key]):.1f}" for s in series)
         out.append(
             f'<polyline class="series" data-series="{key}" points="{pts}" fill="none" stroke="{COLORS[key]}" '
-            'stroke-width="2"/>'
+            f'stroke-width="{WIDTHS[key]}"/>'
         )
         if len(series) <= 120:  # dots show single seconds and short runs; they would only clutter long ones
             out.extend(
@@ -394,7 +417,7 @@ def fragment(snap: dict[str, Any], options: OptionRows | None = None, lag: float
         + '<h3>Requests per second</h3><div class="chart-box">'
         + chart_svg(snap, lag)
         + "</div>"
-        + verdict_html(snap)
+        + verdict_html(snap, lag)
         + summary_html(snap)
         + nodes_html(snap)
         + options_html(options)

@@ -94,6 +94,7 @@ class Suite:
         self.exporter: exporter.Exporter | None = None
         self._printer: gevent.Greenlet | None = None
         self._summarised_run = 0
+        self._run_id = -1  # of the last plan adopted
 
     @property
     def runner(self) -> Any:
@@ -133,12 +134,14 @@ class Suite:
         self.tally.dropped(mode)
 
     def _on_plan_adopted(self, plan: Plan) -> None:
+        self._run_id = plan.run_id
         if plan.window_rule != self.headers.window_based:
             self.headers = HeaderChecker(plan.window_rule)
 
     def current_run_id(self) -> int:
-        plan = self.pacer.plan
-        return plan.run_id if plan is not None else self.totals.run.run_id
+        """The run the counts in the tally belong to: the last plan's, even after test_stop cleared it (a worker's
+        final report is drained after that)."""
+        return self._run_id
 
     def drain(self) -> dict:
         self.tally.advertised |= self.headers.advertised

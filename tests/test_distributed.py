@@ -57,6 +57,8 @@ def finish(master: Proc, tmp_path) -> tuple[list, int]:
     samples = scrape(url)
     assert master.wait(30) == 0, master.output[-3000:]
     locust_total = sum(e["num_requests"] for e in json.loads((tmp_path / "stats.json").read_text()))
+    # the run's own summary has the workers' final reports too (they arrive after the workers stopped)
+    assert f"Locust counted {locust_total} requests; the suite counted {locust_total}." in master.output
     return samples, locust_total
 
 

@@ -278,6 +278,8 @@ def test_master_sigterm_collects_the_final_worker_reports(tmp_path):
             assert worker.wait(30) == 0
     assert sample_sum(samples, REQUESTS) == locust_total > 0
     assert "Rate-limiter summary" in master.output and "Got SIGTERM" in master.output
+    # the summary of the run has the worker's final report, sent after it stopped
+    assert f"Locust counted {locust_total} requests; the suite counted {locust_total}." in master.output
 
 
 def test_workers_that_never_connect_give_a_clear_error_not_a_hang():

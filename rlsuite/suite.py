@@ -242,6 +242,9 @@ class Suite:
             stats.num_requests,
         )
         where = f"\nPrometheus metrics: {self.exporter.url}" if self.exporter and self.exporter.url else ""
+        for client_id, at, lost in self.conductor.departures:
+            what = "was LOST (no heartbeat)" if lost else "left (quit)"
+            where += f"\nWorker {client_id} {what} {at:g}s into the run"
         verdict = self.judge()
         if verdict is not None:
             where += "\n\n" + verdict.render()

@@ -27,7 +27,11 @@ SERVICE, INTENDED = "service", "intended"  # latency as Locust measures it / fro
 def round_us(seconds: float) -> int:
     """Microseconds rounded to two significant digits: percentiles within 5%, a bounded number of keys."""
     us = int(seconds * 1_000_000)
-    magnitude = 1
+    if us < 100:
+        return us
+    if us < 1000:  # the common cases first: this runs twice per request
+        return (us + 5) // 10 * 10
+    magnitude = 100
     while us >= 100 * magnitude:
         magnitude *= 10
     return (us + magnitude // 2) // magnitude * magnitude
@@ -63,18 +67,11 @@ class Tally:
         self.advertised: set[str] = set()  # what the target said its policy was
         self.sends: dict[tuple[str, str], int] = {}  # (mode, late|dropped) -> count
         self.intended: dict[str, list[float]] = {}  # mode -> histogram of latency from the intended send time
-        self.percentiles: dict[tuple[str, str], dict[int, int]] = {}  # (mode, service|intended) -> rounded us -> n
+        self.percentiles: dict[tuple[str, str, int], int] = {}  # (mode, service|intended, rounded us) -> count
 
     def dropped(self, mode: str) -> None:
         key = (mode, DROPPED)
         self.sends[key] = self.sends.get(key, 0) + 1
-
-    def _percentile(self, mode: str, kind: str, seconds: float) -> None:
-        counts = self.percentiles.get((mode, kind))
-        if counts is None:
-            counts = self.percentiles[(mode, kind)] = {}
-        us = round_us(seconds)
-        counts[us] = counts.get(us, 0) + 1
 
     def found(self, rule: str, node: str, example: str) -> None:
         key = (rule, node)
@@ -114,8 +111,11 @@ class Tally:
             ihist = self.intended[mode] = [0] * (len(LATENCY_BUCKETS) + 2)
         ihist[bisect_left(LATENCY_BUCKETS, intended)] += 1
         ihist[-1] += intended
-        self._percentile(mode, SERVICE, seconds)
-        self._percentile(mode, INTENDED, intended)
+        percentiles = self.percentiles
+        pkey = (mode, SERVICE, round_us(seconds))
+        percentiles[pkey] = percentiles.get(pkey, 0) + 1
+        pkey = (mode, INTENDED, round_us(intended))
+        percentiles[pkey] = percentiles.get(pkey, 0) + 1
         skey = (int(start), node, key)
         counts = self.seconds.get(skey)
         if counts is None:
@@ -135,8 +135,7 @@ class Tally:
             "advertised": sorted(self.advertised),
             "sends": [[*k, v] for k, v in self.sends.items()],
             "intended": [[k, v] for k, v in self.intended.items()],
-            # msgpack maps need str keys for portability: send the rounded latencies as pairs
-            "percentiles": [[*k, list(v.items())] for k, v in self.percentiles.items()],
+            "percentiles": [[*k, v] for k, v in self.percentiles.items()],
         }
         self.requests, self.errors, self.latency, self.seconds = {}, {}, {}, {}
         self.findings, self.examples = {}, {}
@@ -260,10 +259,9 @@ class Totals:
             for rule, example in delta["examples"].items():
                 self.run.examples.setdefault(rule, example)
             self.run.advertised.update(delta["advertised"])
-            for mode, kind, pairs in delta["percentiles"]:
+            for mode, kind, us, n in delta["percentiles"]:
                 mine = self.run.percentiles.setdefault((mode, kind), {})
-                for us, n in pairs:
-                    mine[us] = mine.get(us, 0) + n
+                mine[us] = mine.get(us, 0) + n
 
     def request_count(self) -> int:
         return sum(self.requests.values())

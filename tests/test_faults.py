@@ -1,6 +1,7 @@
 """Faults: nothing lost, nothing hidden. Real processes on 127.0.0.1, killed, stopped and restarted by PID."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -240,6 +241,7 @@ def test_a_worker_killed_mid_run_makes_the_verdict_inconclusive(tmp_path):
     assert sample_sum(samples, REQUESTS) == locust_total >= previous
     out = master.output
     assert "Verdict: INCONCLUSIVE" in out and "was lost" in out and "(no heartbeat)" in out
+    assert re.search(r"Worker \S+ was LOST \(no heartbeat\) \d+(\.\d)?s into the run", out)
     assert "The last worker went missing" not in out  # the master carried on with the other worker
 
 

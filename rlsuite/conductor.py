@@ -55,6 +55,7 @@ class Conductor:
         self.policy: policy_module.Policy | None = None  # the declared limit of the current run, if any
         self.run_id = 0
         self._shares: tuple[str, ...] = ()
+        self._sent_shares: dict[str, Plan] = {}  # worker id -> its share of the current run
         self._users_per_worker = 0
         self.departures: list[tuple[str, float, bool]] = []  # (worker id, seconds into the run, lost?) this run
 
@@ -149,19 +150,31 @@ class Conductor:
         ]
 
     def _share_out(self) -> None:
-        """Split the slots over the workers connected now; resend when that set changed (joins, losses)."""
+        """Split the slots over the workers connected now when that set changed (joins, losses); otherwise send
+        every worker its current share again, which it ignores unless it missed it."""
         workers = self._workers()
-        if workers == self._shares or self.plan is None or not workers:
+        if self.plan is None or not workers:
             return
-        self._note_departures(set(self._shares) - set(workers))
-        self._shares = workers
-        version = time.time_ns()
-        now = self._clock()
-        # The new split takes effect a little in the future, so every worker has the message before it matters.
-        share_from = self.plan.schedule.first_slot_at(now + SPLIT_AHEAD_SECONDS - self.plan.t0)
-        if not self.distributed:
-            self._apply_locally(self.plan.with_share(0, 1, version, share_from))
-            return
-        for index, client_id in enumerate(workers):
-            share = self.plan.with_share(index, len(workers), version, share_from)
-            self._runner.send_message(MESSAGE, share.to_message(now), client_id=client_id)
+        if workers != self._shares:
+            self._note_departures(set(self._shares) - set(workers))
+            self._shares = workers
+            version = time.time_ns()
+            # The new split takes effect a little in the future, so every worker has the message before it matters.
+            share_from = self.plan.schedule.first_slot_at(self._clock() + SPLIT_AHEAD_SECONDS - self.plan.t0)
+            self._sent_shares = {
+                client_id: self.plan.with_share(index, len(workers), version, share_from)
+                for index, client_id in enumerate(workers)
+            }
+            if not self.distributed:
+                self._apply_locally(self._sent_shares["local"])
+                return
+        if self.distributed:
+            for client_id in workers:
+                self.resend(client_id)
+
+    def resend(self, client_id: str) -> None:
+        """Send ``client_id`` its share of the current run (a worker asks when it is ready for it: a message that
+        reached it before it had registered the handler was dropped by Locust)."""
+        share = self._sent_shares.get(client_id)
+        if share is not None and self.plan is not None and share.run_id == self.plan.run_id:
+            self._runner.send_message(MESSAGE, share.to_message(self._clock()), client_id=client_id)

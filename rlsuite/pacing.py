@@ -15,6 +15,7 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from rlsuite import options
 from rlsuite.plan import Plan
@@ -64,6 +65,13 @@ class Slot:
 
 
 class Pacer:
+    """Hands out this process's slots, each at its due time, to whichever user asks next.
+
+    One user at a time waits for the next slot (holding ``_turn``), and takes it only once it is due: no slot is
+    ever held by a sleeping user, so a user stopped by Locust (ramp-down, rebalancing, stop) loses none, and a plan
+    that changes while a user waits applies to the very next slot.
+    """
+
     def __init__(
         self,
         clock: Callable[[], float] = time.time,
@@ -77,8 +85,8 @@ class Pacer:
         self._sleep = sleep
         self.plan: Plan | None = None
         self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
-        self._next = 0
-        self._sent = -1  # highest slot number handed out in the current run
+        self._next = 0  # the next slot number of this process
+        self._turn = Semaphore()
         self._changed = Event()
 
     def apply(self, plan: Plan) -> bool:
@@ -94,11 +102,10 @@ class Pacer:
         if not _same_share(current, plan):
             if current is not None and current.run_id == plan.run_id:
                 self._old = current
-                if self._next >= plan.share_from:  # the message came late: switch now, past what was sent
-                    self._next = _first_of(plan, max(plan.share_from, self._sent + 1))
-                    self._old = None
+                if self._next >= plan.share_from:  # the message came late: switch now, from where we are
+                    self._next, self._old = _first_of(plan, self._next), None
             else:
-                self._old, self._sent = None, -1
+                self._old = None
                 self._next = _first_of(plan, plan.share_from)
         self.plan = plan
         self._on_adopt(plan)
@@ -117,45 +124,43 @@ class Pacer:
     def wait_for_change(self, timeout: float) -> None:
         self._changed.wait(timeout)
 
-    def _claim(self, plan: Plan) -> int:
-        number = self._next
-        old = self._old
+    def _advance(self, plan: Plan) -> None:
+        number, old = self._next, self._old
         if old is not None and number < plan.share_from:
             following = number + old.share_count
             self._next = following if following < plan.share_from else _first_of(plan, plan.share_from)
         else:
             self._old = None
             self._next = number + plan.share_count
-        return number
 
     def next_slot(self) -> Slot | None:
         """The next slot of this process, returned when it is due; None when there is no plan or it has ended."""
-        while True:
-            plan = self.plan
-            if plan is None:
-                return None
-            number = self._claim(plan)
-            due = plan.schedule.slot(number)
-            if due is None:
-                return None
-            elapsed, mode = due
-            at = plan.t0 + elapsed
-            delay = at - self._clock()
-            if delay > 0:
-                self._sleep(delay)
-            elif plan.max_delay and -delay > plan.max_delay:
-                # Every user was busy for longer than --max-send-delay: sending now would shift this request into
-                # another second (or stage) than planned, so it is dropped and counted, as k6 drops iterations.
-                self._on_drop(mode)
-                continue
-            if not _still_ours(self.plan, plan, number):
-                continue  # re-split while we slept, and this slot now belongs to another process
-            self._sent = max(self._sent, number)
-            targets = plan.targets
-            node = targets.nodes[number % len(targets.nodes)]
-            key = targets.key_index(number)
-            headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
-            return Slot(number, at, mode, node, targets.url(node), targets.rejection_statuses, key, headers)
+        with self._turn:
+            while True:
+                plan = self.plan
+                if plan is None:
+                    return None
+                number = self._next
+                due = plan.schedule.slot(number)
+                if due is None:
+                    return None
+                elapsed, mode = due
+                at = plan.t0 + elapsed
+                delay = at - self._clock()
+                if delay > 0:
+                    self._sleep(delay)
+                    continue  # look again: the plan may have changed meanwhile
+                self._advance(plan)
+                if plan.max_delay and -delay > plan.max_delay:
+                    # Every user was busy for longer than --max-send-delay: sending now would put this request in
+                    # another second (or stage) than planned, so it is dropped and counted, as k6 drops iterations.
+                    self._on_drop(mode)
+                    continue
+                targets = plan.targets
+                node = targets.nodes[number % len(targets.nodes)]
+                key = targets.key_index(number)
+                headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
+                return Slot(number, at, mode, node, targets.url(node), targets.rejection_statuses, key, headers)
 
 
 def _first_of(plan: Plan, start: int) -> int:
@@ -170,12 +175,3 @@ def _same_share(a: Plan | None, b: Plan | None) -> bool:
         and a.run_id == b.run_id
         and (a.share_index, a.share_count) == (b.share_index, b.share_count)
     )
-
-
-def _still_ours(current: Plan | None, claimed_under: Plan, number: int) -> bool:
-    if current is claimed_under:
-        return True
-    if current is None or current.run_id != claimed_under.run_id:
-        return False
-    # slots before the split point stay with whoever claimed them under the old share
-    return number < current.share_from or number % current.share_count == current.share_index

@@ -15,7 +15,8 @@ from typing import Any
 from rlsuite.schedule import Schedule
 from rlsuite.targets import Node, Targets
 
-MESSAGE = "rlsuite_plan"
+MESSAGE = "rlsuite_plan"  # master -> worker: your share of the run
+READY = "rlsuite_ready"  # worker -> master: my handler for plans is registered, send me my share
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
-from rlsuite.plan import MESSAGE, Plan
+from rlsuite.plan import MESSAGE, READY, Plan
 from rlsuite.schedule import MODES
 from rlsuite.tally import DELTA_KEY, DROPPED, LATE, Tally, Totals
 from rlsuite.users import CONTEXT_KEY
@@ -410,6 +410,9 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     if isinstance(runner, WorkerRunner):
         # Workers know only the CLI defaults until a run starts: they take everything from the master's plan.
         runner.register_message(MESSAGE, suite.on_plan_message)
+        # A worker connects to the master before `init` runs, so a plan sent in between finds no handler and is
+        # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
+        runner.send_message(READY)
         events.request.add_listener(suite.on_request)
         events.report_to_master.add_listener(suite.on_report_to_master)
         events.test_stop.add_listener(lambda **_: suite.pacer.clear())
@@ -424,6 +427,11 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         # every request (see default_users for what the default covers).
         nodes = targets.from_options(opts)
         opts.num_users = default_users(schedule.from_options(opts).peak_rps, len(nodes.nodes), nodes.timeout)
+    if not getattr(opts, "stop_timeout", 0):
+        # Locust kills users mid-request when it stops them (ramp-down, and when it rebalances users as a worker
+        # joins); those requests reach the limiter but never the counts. Let a stopped user finish its request.
+        nodes = targets.from_options(opts)
+        opts.stop_timeout = environment.stop_timeout = nodes.timeout + 1.0
     if opts.spawn_rate is None:
         # Locust's headless default of 1/s would take minutes to ramp; this takes about a second
         opts.spawn_rate = float(max(DEFAULT_SPAWN_RATE, opts.num_users))
@@ -449,6 +457,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
 
     if isinstance(runner, MasterRunner):
         events.worker_report.add_listener(suite.on_worker_report)
+        runner.register_message(READY, lambda environment, msg, **_: suite.conductor.resend(msg.node_id))
         if getattr(opts, "headless", False):
             atexit.register(_explain_missing_workers, runner, opts)
     else:

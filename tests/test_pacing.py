@@ -121,3 +121,17 @@ def test_slots_later_than_max_delay_are_dropped_and_counted_not_sent():
     never = Pacer(FakeTime(1002.5).clock, t.sleep)
     never.apply(dataclasses.replace(plan(), max_delay=0))  # 0 = never drop: catch up instead
     assert never.next_slot().number == 0
+
+
+def test_a_user_stopped_while_waiting_holds_no_slot():
+    """Locust kills users on ramp-down or rebalancing: a slot is taken only when due, so none is lost with them."""
+    import time
+
+    import gevent
+
+    pacer = Pacer()  # the real clock and gevent.sleep
+    pacer.apply(plan(t0=time.time() + 0.3))
+    waiting = gevent.spawn(pacer.next_slot)
+    gevent.sleep(0.05)
+    waiting.kill()
+    assert pacer.next_slot().number == 0  # the killed user's slot is still there

@@ -27,13 +27,17 @@ TRANSPORT = "transport"
 ERROR_KINDS = (REFUSED, TIMEOUT, RESET, HTTP_4XX, HTTP_5XX, HTTP_OTHER, TRANSPORT)
 
 
-def outcome_of(status: int, error: BaseException | None, rejection_statuses: Collection[int]) -> str:
-    """Outcome of one request. ``status`` is 0 when no response arrived (then ``error`` says why)."""
-    if status == ADMITTED_STATUS and error is None:
-        return ALLOWED
-    if status in rejection_statuses:
-        return LIMITED
-    return ERROR
+def success_statuses(rejection_statuses: Collection[int]) -> frozenset[int]:
+    """The statuses Locust counts as success: 200 and the rejection statuses. Any other is a failure."""
+    return frozenset({ADMITTED_STATUS}) | frozenset(rejection_statuses)
+
+
+def outcome_of(status: int, failed: bool) -> str:
+    """Outcome of one request that Locust judged by ``success_statuses`` (``failed``: it was not among them, or no
+    answer came)."""
+    if failed:
+        return ERROR
+    return ALLOWED if status == ADMITTED_STATUS else LIMITED
 
 
 def error_kind(status: int, error: BaseException | None) -> str:
@@ -54,11 +58,3 @@ def error_kind(status: int, error: BaseException | None) -> str:
     if isinstance(error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
         return RESET
     return TRANSPORT
-
-
-def failure_message(status: int, error: BaseException | None) -> str:
-    """A stable failure message for Locust's failure table: grouped by kind and status, never by free text."""
-    kind = error_kind(status, error)
-    if status:
-        return f"{kind}: HTTP {status}"
-    return f"{kind}: {type(error).__name__}" if error is not None else kind

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from geventhttpclient.header import Headers
+
 RULES = (
     "retry_after_missing",
     "retry_after_malformed",
@@ -172,6 +174,22 @@ def judge_fields(
     return Fields(tuple(findings), r, t, tuple(advertised))
 
 
+def _fast_get(headers: Any) -> Any:
+    """A field getter for an answer's headers. geventhttpclient's Headers is a dict of lower-cased names to (name,
+    value) entries, and its own get() raises and catches KeyError for every absent field, which is most of them
+    here: reading the dict directly keeps the check to about a microsecond per answer."""
+    if type(headers) is not Headers:
+        return headers.get
+
+    def get(name: str) -> str | None:
+        entry = dict.get(headers, name.lower())
+        if entry is None:
+            return None
+        return entry[1] if isinstance(entry, tuple) else entry[-1][1]
+
+    return get
+
+
 class HeaderChecker:
     """Checks the answers of one process; findings go to a sink ``(rule, node, example)``."""
 
@@ -185,7 +203,7 @@ class HeaderChecker:
     def check(
         self, headers: Any, limited: bool, node: str, key: int, start: float, answered: float, found: Any
     ) -> None:
-        get = headers.get
+        get = _fast_get(headers)
         if limited:
             retry_after = get("Retry-After")
             if retry_after is None:

@@ -6,7 +6,8 @@ cost of Prometheus is zero and every label combination exists at 0 from the firs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,11 @@ from prometheus_client.registry import Collector
 from rlsuite.classify import ERROR_KINDS, OUTCOMES
 from rlsuite.headers import RULES
 from rlsuite.schedule import MODES
-from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, LATENCY_BUCKETS, Totals
+from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, Totals
+
+# Upper bounds (seconds) of the latency histograms: a loopback limiter answers in well under a millisecond, a remote
+# one in tens of milliseconds, and timeouts are seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 PREFIX = "rlsuite"
 
@@ -65,9 +70,10 @@ class TotalsCollector(Collector):
             "Response time of requests as Locust measures it, by traffic mode and outcome.",
             labels=["mode", "outcome"],
         )
+        service = _by_key(totals.latency.items(), width=2)
         for mode in MODES:
             for outcome in OUTCOMES:
-                latency.add_metric([mode, outcome], *_buckets(totals.latency.get((mode, outcome))))
+                latency.add_metric([mode, outcome], *_buckets(service.get((mode, outcome), {})))
         yield latency
         intended = HistogramMetricFamily(
             f"{PREFIX}_intended_latency_seconds",
@@ -75,8 +81,9 @@ class TotalsCollector(Collector):
             "includes any wait for a free user), by traffic mode.",
             labels=["mode"],
         )
+        from_intended = _by_key(totals.intended.items(), width=1)
         for mode in MODES:
-            intended.add_metric([mode], *_buckets(totals.intended.get(mode)))
+            intended.add_metric([mode], *_buckets(from_intended.get((mode,), {})))
         yield intended
         for what, text in (
             (LATE, f"Requests that started more than {LATE_AFTER_SECONDS:g}s after they were due (generator behind)."),
@@ -132,14 +139,27 @@ class TotalsCollector(Collector):
         yield ratio
 
 
-def _buckets(hist: list[float] | None) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative (le, count) pairs and the sum, from per-bucket counts with the sum last."""
-    hist = hist or [0] * (len(LATENCY_BUCKETS) + 2)
+def _by_key(items: Iterable[tuple[tuple, int]], width: int) -> dict[tuple, dict[int, int]]:
+    """Split {(labels..., rounded us): count} into {labels: {rounded us: count}}."""
+    out: dict[tuple, dict[int, int]] = {}
+    for key, n in items:
+        out.setdefault(key[:width], {})[key[width]] = n
+    return out
+
+
+def _buckets(counts: dict[int, int]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative (le, count) pairs and the sum in seconds, from counts of latencies rounded to microseconds."""
+    per_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
+    total = 0.0
+    for us, n in counts.items():
+        seconds = us / 1_000_000
+        per_bucket[bisect_left(LATENCY_BUCKETS, seconds)] += n
+        total += seconds * n
     buckets, cumulative = [], 0
-    for bound, count in zip([*LATENCY_BUCKETS, float("inf")], hist[:-1], strict=True):
+    for bound, count in zip([*LATENCY_BUCKETS, float("inf")], per_bucket, strict=True):
         cumulative += count
         buckets.append((_le(bound), cumulative))
-    return buckets, hist[-1]
+    return buckets, total
 
 
 def _le(bound: float) -> str:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
@@ -41,7 +40,7 @@ class Slot:
     """One request to send: a plain class with slots, because one is made per request (a frozen dataclass costs
     four times as much to build)."""
 
-    __slots__ = ("due", "headers", "key", "mode", "node", "number", "rejection_statuses", "url")
+    __slots__ = ("due", "headers", "key", "mode", "node", "number", "url")
 
     def __init__(
         self,
@@ -50,7 +49,6 @@ class Slot:
         mode: str,
         node: Node,
         url: str,
-        rejection_statuses: frozenset[int],
         key: int,
         headers: dict[str, str] | None,
     ) -> None:
@@ -59,7 +57,6 @@ class Slot:
         self.mode = mode
         self.node = node
         self.url = url
-        self.rejection_statuses = rejection_statuses
         self.key = key  # index of the API key (limit partition) this slot uses
         self.headers = headers  # the key header, or None when no key is sent
 
@@ -75,14 +72,14 @@ class Pacer:
     def __init__(
         self,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = gevent.sleep,
+        sleep: Callable[[float], None] | None = None,
         on_adopt: Callable[[Plan], None] = lambda plan: None,
         on_drop: Callable[[str], None] = lambda mode: None,
     ) -> None:
         self._clock = clock
         self._on_adopt = on_adopt
         self._on_drop = on_drop
-        self._sleep = sleep
+        self._sleep = sleep or self._wait_or_change
         self.plan: Plan | None = None
         self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
         self._next = 0  # the next slot number of this process
@@ -121,8 +118,15 @@ class Pacer:
         self._changed.set()
         self._changed = Event()
 
-    def wait_for_change(self, timeout: float) -> None:
-        self._changed.wait(timeout)
+    @property
+    def changed(self) -> Event:
+        """Set at the next change of plan (take it before asking for a slot, then wait on it if none came)."""
+        return self._changed
+
+    def _wait_or_change(self, seconds: float) -> None:
+        # Wait for the next slot, but wake at once when the plan changes: a stopping run (Locust lets a stopped
+        # user finish its task) must not send one more slot per waiting user.
+        self._changed.wait(seconds)
 
     def _advance(self, plan: Plan) -> None:
         number, old = self._next, self._old
@@ -160,7 +164,7 @@ class Pacer:
                 node = targets.nodes[number % len(targets.nodes)]
                 key = targets.key_index(number)
                 headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
-                return Slot(number, at, mode, node, targets.url(node), targets.rejection_statuses, key, headers)
+                return Slot(number, at, mode, node, targets.url(node), key, headers)
 
 
 def _first_of(plan: Plan, start: int) -> int:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 import atexit
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+from geventhttpclient.client import HTTPClientPool
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
-from rlsuite.classify import ALLOWED, ERROR, LIMITED, OUTCOMES, error_kind
+from rlsuite.classify import ERROR, LIMITED, OUTCOMES, error_kind, outcome_of
 from rlsuite.conductor import Conductor, default_users
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 # Clocks closer than this are treated as the same clock: a correction would only add the message latency.
 CLOCK_SKEW_TOLERANCE = 0.05
+# Connections a process may open to one node: far more than are ever in flight (a user waits for none), opened
+# only when needed.
+POOL_CONNECTIONS_PER_NODE = 10_000
 # How far behind a master's counts are while a run goes on: workers report every 3 s (Locust's
 # WORKER_REPORT_INTERVAL), plus a second for the report to arrive.
 REPORT_LAG_SECONDS = 4.0
@@ -95,6 +100,7 @@ class Suite:
         self._printer: gevent.Greenlet | None = None
         self._summarised_run = 0
         self._run_id = -1  # of the last plan adopted
+        self._pools: dict[float, HTTPClientPool] = {}
 
     @property
     def runner(self) -> Any:
@@ -117,18 +123,37 @@ class Suite:
         if slot is None:
             return  # not one of ours
         seconds = response_time / 1000.0
-        if exception is None:
-            limited = response.status_code != 200
-            outcome, kind = (LIMITED if limited else ALLOWED), None
-            self.headers.check(
-                response.headers, limited, slot.node.name, slot.key, start_time, start_time + seconds, self.tally.found
-            )
+        status = response.status_code or 0
+        outcome = outcome_of(status, exception is not None)
+        if outcome == ERROR:
+            kind = error_kind(status, getattr(response, "error", None) or exception)
         else:
-            outcome = ERROR
-            kind = error_kind(response.status_code or 0, getattr(response, "error", None) or exception)
+            kind = None
+            self.headers.check(
+                response.headers,
+                outcome == LIMITED,
+                slot.node.name,
+                slot.key,
+                start_time,
+                start_time + seconds,
+                self.tally.found,
+            )
         self.tally.record(
             slot.mode, outcome, slot.node.name, seconds, start_time, kind, slot.key, start_time - slot.due
         )
+
+    def connection_pool(self, timeout: float) -> HTTPClientPool:
+        """The connection pool this process's users share, for a given timeout."""
+        pool = self._pools.get(timeout)
+        if pool is None:
+            pool = self._pools[timeout] = HTTPClientPool(
+                concurrency=POOL_CONNECTIONS_PER_NODE,
+                connection_timeout=timeout,
+                network_timeout=timeout,
+                insecure=True,  # as FastHttpUser: load tests do not verify certificates
+                ssl_context_factory=insecure_ssl_context_factory,
+            )
+        return pool
 
     def _on_dropped(self, mode: str) -> None:
         self.tally.dropped(mode)
@@ -399,7 +424,10 @@ def _explain_missing_workers(runner: Any, opts: Any) -> None:
 
 def _stop_on_sigterm(runner: Any) -> None:
     logger.info("Got SIGTERM signal: stopping the run")
-    gevent.spawn(runner.quit)
+    if runner.shape_greenlet is not None:
+        runner.shape_greenlet.kill(block=False)  # main.py then quits the runner once, as after a finished shape run
+    else:
+        gevent.spawn(runner.quit)
 
 
 def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None:
@@ -415,7 +443,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         runner.send_message(READY)
         events.request.add_listener(suite.on_request)
         events.report_to_master.add_listener(suite.on_report_to_master)
-        events.test_stop.add_listener(lambda **_: suite.pacer.clear())
+        # Stop handing out slots as soon as a stop begins: Locust lets stopped users finish their task.
+        events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
         return
 
     try:
@@ -462,5 +491,6 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
             atexit.register(_explain_missing_workers, runner, opts)
     else:
         events.request.add_listener(suite.on_request)
+    events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
     events.test_stop.add_listener(suite.on_test_stop)
     events.quitting.add_listener(suite.on_quitting)

@@ -8,15 +8,10 @@ and the per-run summary are read from there.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
-from rlsuite.classify import ALLOWED, ERROR, LIMITED, OUTCOMES
-from rlsuite.schedule import MODES
+from rlsuite.classify import ALLOWED, ERROR, LIMITED
 
-# Upper bounds (seconds) of the latency histogram: a loopback limiter answers in well under a millisecond, a remote
-# one in tens of milliseconds, and timeouts are seconds.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOME_INDEX = {ALLOWED: 0, LIMITED: 1, ERROR: 2}
 # A request that starts later than this after its slot was due counts as a late send (the generator was behind).
 LATE_AFTER_SECONDS = 0.01
@@ -43,31 +38,21 @@ DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 class Tally:
     """Counts since the last drain, in the process that sent the requests."""
 
-    __slots__ = (
-        "advertised",
-        "errors",
-        "examples",
-        "findings",
-        "intended",
-        "latency",
-        "percentiles",
-        "requests",
-        "seconds",
-        "sends",
-    )
+    __slots__ = ("advertised", "errors", "examples", "findings", "intended", "latency", "requests", "seconds", "sends")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
         self.errors: dict[tuple[str, str, str], int] = {}  # (mode, node, kind)
-        self.latency: dict[tuple[str, str], list[float]] = {}  # (mode, outcome) -> bucket counts, +Inf, sum
+        # Latencies as counts of values rounded to two significant digits (as Locust's own stats do): exact enough
+        # for percentiles and for the Prometheus histograms, which are built from them at scrape time.
+        self.latency: dict[tuple[str, str, int], int] = {}  # (mode, outcome, rounded us) as Locust measures it
+        self.intended: dict[tuple[str, int], int] = {}  # (mode, rounded us) from the intended send time
         # (wall-clock second the request started, node, key index) -> per-outcome counts: what the verdict checks
         self.seconds: dict[tuple[int, str, int], list[int]] = {}
         self.findings: dict[tuple[str, str], int] = {}  # header findings: (rule, node) -> count
         self.examples: dict[str, str] = {}  # rule -> the first example seen
         self.advertised: set[str] = set()  # what the target said its policy was
         self.sends: dict[tuple[str, str], int] = {}  # (mode, late|dropped) -> count
-        self.intended: dict[str, list[float]] = {}  # mode -> histogram of latency from the intended send time
-        self.percentiles: dict[tuple[str, str, int], int] = {}  # (mode, service|intended, rounded us) -> count
 
     def dropped(self, mode: str) -> None:
         key = (mode, DROPPED)
@@ -96,26 +81,16 @@ class Tally:
         if kind is not None:
             ekey = (mode, node, kind)
             self.errors[ekey] = self.errors.get(ekey, 0) + 1
-        hist = self.latency.get((mode, outcome))
-        if hist is None:
-            hist = self.latency[(mode, outcome)] = [0] * (len(LATENCY_BUCKETS) + 2)
-        hist[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        hist[-1] += seconds
+        latency = self.latency
+        lkey = (mode, outcome, round_us(seconds))
+        latency[lkey] = latency.get(lkey, 0) + 1
         # coordinated omission: a request sent late waited for the generator, and its user saw that wait too
-        intended = seconds + lateness if lateness > 0 else seconds
         if lateness > LATE_AFTER_SECONDS:
-            lkey = (mode, LATE)
-            self.sends[lkey] = self.sends.get(lkey, 0) + 1
-        ihist = self.intended.get(mode)
-        if ihist is None:
-            ihist = self.intended[mode] = [0] * (len(LATENCY_BUCKETS) + 2)
-        ihist[bisect_left(LATENCY_BUCKETS, intended)] += 1
-        ihist[-1] += intended
-        percentiles = self.percentiles
-        pkey = (mode, SERVICE, round_us(seconds))
-        percentiles[pkey] = percentiles.get(pkey, 0) + 1
-        pkey = (mode, INTENDED, round_us(intended))
-        percentiles[pkey] = percentiles.get(pkey, 0) + 1
+            late = (mode, LATE)
+            self.sends[late] = self.sends.get(late, 0) + 1
+        intended = self.intended
+        ikey = (mode, round_us(seconds + lateness) if lateness > 0 else lkey[2])
+        intended[ikey] = intended.get(ikey, 0) + 1
         skey = (int(start), node, key)
         counts = self.seconds.get(skey)
         if counts is None:
@@ -129,18 +104,20 @@ class Tally:
             "requests": [[*k, v] for k, v in self.requests.items()],
             "errors": [[*k, v] for k, v in self.errors.items()],
             "latency": [[*k, v] for k, v in self.latency.items()],
+            "intended": [[*k, v] for k, v in self.intended.items()],
             "seconds": [[*k, *v] for k, v in self.seconds.items()],
             "findings": [[*k, v] for k, v in self.findings.items()],
             "examples": self.examples,
             "advertised": sorted(self.advertised),
             "sends": [[*k, v] for k, v in self.sends.items()],
-            "intended": [[k, v] for k, v in self.intended.items()],
-            "percentiles": [[*k, v] for k, v in self.percentiles.items()],
         }
-        self.requests, self.errors, self.latency, self.seconds = {}, {}, {}, {}
-        self.findings, self.examples = {}, {}
-        self.sends, self.intended, self.percentiles = {}, {}, {}
+        self.requests, self.errors, self.latency, self.intended, self.seconds = {}, {}, {}, {}, {}
+        self.findings, self.examples, self.sends = {}, {}, {}
         return delta
+
+
+def _add(target: dict, key: Any, n: int) -> None:
+    target[key] = target.get(key, 0) + n
 
 
 class RunView:
@@ -155,7 +132,8 @@ class RunView:
         self.examples: dict[str, str] = {}
         self.advertised: set[str] = set()
         self.sends: dict[tuple[str, str], int] = {}
-        self.percentiles: dict[tuple[str, str], dict[int, int]] = {}
+        self.latency: dict[tuple[str, str, int], int] = {}
+        self.intended: dict[tuple[str, int], int] = {}
 
     def count(self, mode: str | None = None, outcome: str | None = None, node: str | None = None) -> int:
         return sum(
@@ -170,7 +148,13 @@ class RunView:
 
     def percentile(self, mode: str, kind: str, q: float) -> float | None:
         """The q-quantile (0-1) of a latency distribution in seconds; None when nothing was recorded."""
-        counts = self.percentiles.get((mode, kind))
+        counts: dict[int, int] = {}
+        if kind == SERVICE:
+            for (m, _, us), n in self.latency.items():
+                if m == mode:
+                    counts[us] = counts.get(us, 0) + n
+        else:
+            counts = {us: n for (m, us), n in self.intended.items() if m == mode}
         if not counts:
             return None
         total = sum(counts.values())
@@ -208,10 +192,10 @@ class Totals:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.errors: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.latency: dict[tuple[str, str, int], int] = {}
+        self.intended: dict[tuple[str, int], int] = {}
         self.findings: dict[tuple[str, str], int] = {}
         self.sends: dict[tuple[str, str], int] = {}
-        self.intended: dict[str, list[float]] = {}
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
         self.run = RunView(run_id=-1)
 
@@ -222,49 +206,36 @@ class Totals:
                 self.nodes.append(node)
 
     def absorb(self, delta: dict[str, Any]) -> None:
-        this_run = delta["run_id"] == self.run.run_id
+        """Add one delta: to the process totals always, to the current run's view only if it is from that run (a
+        report can arrive late, after a new test started in the web UI)."""
+        run = self.run if delta["run_id"] == self.run.run_id else None
         for mode, outcome, node, n in delta["requests"]:
-            key = (mode, outcome, node)
-            self.requests[key] = self.requests.get(key, 0) + n
-            if this_run:
-                self.run.requests[key] = self.run.requests.get(key, 0) + n
+            _add(self.requests, (mode, outcome, node), n)
+            if run:
+                _add(run.requests, (mode, outcome, node), n)
             if node not in self.nodes:
                 self.nodes.append(node)
-        for mode, node, kind, n in delta["errors"]:
-            key = (mode, node, kind)
-            self.errors[key] = self.errors.get(key, 0) + n
-            if this_run:
-                self.run.errors[key] = self.run.errors.get(key, 0) + n
-        for mode, outcome, hist in delta["latency"]:
-            mine = self.latency.setdefault((mode, outcome), [0] * (len(LATENCY_BUCKETS) + 2))
-            for i, v in enumerate(hist):
-                mine[i] += v
-        for mode, hist in delta["intended"]:
-            mine = self.intended.setdefault(mode, [0] * (len(LATENCY_BUCKETS) + 2))
-            for i, v in enumerate(hist):
-                mine[i] += v
-        for mode, what, n in delta["sends"]:
-            self.sends[(mode, what)] = self.sends.get((mode, what), 0) + n
-            if this_run:
-                self.run.sends[(mode, what)] = self.run.sends.get((mode, what), 0) + n
-        for rule, node, n in delta["findings"]:
-            self.findings[(rule, node)] = self.findings.get((rule, node), 0) + n
-            if this_run:
-                self.run.findings[(rule, node)] = self.run.findings.get((rule, node), 0) + n
-        if this_run:
+        for table, rows, width in (
+            ("errors", delta["errors"], 3),
+            ("latency", delta["latency"], 3),
+            ("intended", delta["intended"], 2),
+            ("sends", delta["sends"], 2),
+            ("findings", delta["findings"], 2),
+        ):
+            mine, theirs = getattr(self, table), getattr(run, table) if run else None
+            for row in rows:
+                key, n = tuple(row[:width]), row[width]
+                _add(mine, key, n)
+                if theirs is not None:
+                    _add(theirs, key, n)
+        if run:
             for second, node, key, *counts in delta["seconds"]:
-                mine = self.run.seconds.setdefault((second, node, key), [0, 0, 0])
+                mine = run.seconds.setdefault((second, node, key), [0, 0, 0])
                 for i in range(3):
                     mine[i] += counts[i]
             for rule, example in delta["examples"].items():
-                self.run.examples.setdefault(rule, example)
-            self.run.advertised.update(delta["advertised"])
-            for mode, kind, us, n in delta["percentiles"]:
-                mine = self.run.percentiles.setdefault((mode, kind), {})
-                mine[us] = mine.get(us, 0) + n
+                run.examples.setdefault(rule, example)
+            run.advertised.update(delta["advertised"])
 
     def request_count(self) -> int:
         return sum(self.requests.values())
-
-
-__all__ = ["LATENCY_BUCKETS", "MODES", "OUTCOMES", "RunView", "Tally", "Totals"]

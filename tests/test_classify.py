@@ -11,31 +11,23 @@ from rlsuite.classify import (
     TIMEOUT,
     TRANSPORT,
     error_kind,
-    failure_message,
     outcome_of,
+    success_statuses,
 )
 
-NGINX = {429, 503}
+
+def test_success_is_200_and_the_rejection_statuses_only():
+    assert success_statuses({429}) == {200, 429}
+    assert success_statuses({429, 503}) == {200, 429, 503}  # nginx limit_req answers 503
+    assert 201 not in success_statuses({429}) and 503 not in success_statuses({429})
 
 
 @pytest.mark.parametrize(
-    ("status", "rejection", "outcome"),
-    [
-        (200, {429}, ALLOWED),
-        (429, {429}, LIMITED),
-        (503, {429}, ERROR),  # a 5xx is never "limited" unless declared
-        (503, NGINX, LIMITED),
-        (201, {429}, ERROR),
-        (404, {429}, ERROR),
-        (0, {429}, ERROR),
-    ],
+    ("status", "failed", "outcome"),
+    [(200, False, ALLOWED), (429, False, LIMITED), (503, False, LIMITED), (503, True, ERROR), (0, True, ERROR)],
 )
-def test_outcome(status, rejection, outcome):
-    assert outcome_of(status, None, rejection) == outcome
-
-
-def test_a_transport_error_is_never_admitted():
-    assert outcome_of(200, ConnectionResetError(), {429}) == ERROR
+def test_outcome_follows_what_locust_judged(status, failed, outcome):
+    assert outcome_of(status, failed) == outcome
 
 
 @pytest.mark.parametrize(
@@ -52,9 +44,3 @@ def test_a_transport_error_is_never_admitted():
 )
 def test_error_kind(status, error, kind):
     assert error_kind(status, error) == kind
-
-
-def test_failure_messages_are_stable_so_locust_groups_them():
-    assert failure_message(503, None) == "http_5xx: HTTP 503"
-    assert failure_message(0, ConnectionRefusedError(111, "x")) == "refused: ConnectionRefusedError"
-    assert failure_message(0, ConnectionRefusedError(111, "y")) == failure_message(0, ConnectionRefusedError(1, "z"))

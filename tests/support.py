@@ -254,3 +254,55 @@ def nodes(count: int, *args: str) -> Iterator[list[Node]]:
     finally:
         for node in started:
             node.proc.stop()
+
+
+def worker(master_port: int, *args: str) -> Proc:
+    """A locust worker process connected to a master on 127.0.0.1."""
+    return Proc(
+        [
+            *LOCUST,
+            "-f",
+            str(LOCUSTFILE),
+            "--worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(master_port),
+            *args,
+        ]
+    )
+
+
+def master_args(node_hosts: str, tmp_path: Path, workers: int, *args: str) -> tuple[list[str], int]:
+    """A headless master's command line (on a free port, lingering for one last scrape) and its port."""
+    port = free_port()
+    args_ = locust_args(
+        node_hosts,
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        "30",
+        "--metrics-linger",
+        "30",
+        "--json-file",
+        str(tmp_path / "stats"),
+        *args,
+    )
+    return args_, port
+
+
+def finish(proc: Proc, tmp_path: Path, exit_code: int = 0) -> tuple[list, int]:
+    """Scrape /metrics while a headless run lingers after its end; returns the samples and Locust's own count."""
+    url = proc.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=90).group(1)
+    samples = scrape(url)
+    assert proc.wait(30) == exit_code, proc.output[-4000:]
+    assert "Traceback" not in proc.output
+    locust_total = sum(e["num_requests"] for e in json.loads((tmp_path / "stats.json").read_text()))
+    # the run's own summary has every request, also the workers' final reports (sent after they stopped)
+    assert f"Locust counted {locust_total} requests; the suite counted {locust_total}." in proc.output
+    return samples, locust_total

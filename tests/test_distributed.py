@@ -1,65 +1,16 @@
 """Master/worker runs: exact aggregation, the global rate split over workers, late joiners, master-only /metrics."""
 
-import json
 import socket
 
 import pytest
 
-from tests.support import LOCUST, LOCUSTFILE, Proc, demo_cluster, free_port, locust_args, running, sample_sum, scrape
+from tests.support import Proc, demo_cluster, finish, free_port, locust_args, master_args, running, sample_sum, worker
 
 pytestmark = pytest.mark.integration
 
 # 6 s: steady 0-3 s at 40/s, burst 3-4 s at 120/s, steady 4-6 s: 200 steady + 120 burst slots
 SCHEDULE = ["-t", "6s", "--steady-rps", "40", "--burst-multiplier", "3", "--burst-every", "3", "--burst-duration", "1"]
 EXPECTED = {"steady": 200, "burst": 120}
-
-
-def worker(master_port: int, *args: str) -> Proc:
-    return Proc(
-        [
-            *LOCUST,
-            "-f",
-            str(LOCUSTFILE),
-            "--worker",
-            "--master-host",
-            "127.0.0.1",
-            "--master-port",
-            str(master_port),
-            *args,
-        ]
-    )
-
-
-def master_args(node_hosts: str, tmp_path, workers: int, *args: str) -> tuple[list[str], int]:
-    port = free_port()
-    return locust_args(
-        node_hosts,
-        "--master",
-        "--master-bind-host",
-        "127.0.0.1",
-        "--master-bind-port",
-        str(port),
-        "--expect-workers",
-        str(workers),
-        "--expect-workers-max-wait",
-        "30",
-        "--metrics-linger",
-        "30",
-        "--json-file",
-        str(tmp_path / "stats"),
-        *args,
-    ), port
-
-
-def finish(master: Proc, tmp_path) -> tuple[list, int]:
-    """Scrape the master's /metrics while it lingers after the run; returns the samples and Locust's count."""
-    url = master.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=90).group(1)
-    samples = scrape(url)
-    assert master.wait(30) == 0, master.output[-3000:]
-    locust_total = sum(e["num_requests"] for e in json.loads((tmp_path / "stats.json").read_text()))
-    # the run's own summary has the workers' final reports too (they arrive after the workers stopped)
-    assert f"Locust counted {locust_total} requests; the suite counted {locust_total}." in master.output
-    return samples, locust_total
 
 
 def per_mode(samples) -> dict[str, float]:

@@ -422,6 +422,22 @@ def _explain_missing_workers(runner: Any, opts: Any) -> None:
         )
 
 
+def _default_locust_options(environment: Any, opts: Any) -> None:
+    """Defaults for Locust's own options that suit paced load, where the user has not set them."""
+    nodes = targets.from_options(opts)
+    if opts.num_users is None:
+        # -u is the number of users = requests in flight at most; Locust's headless default of 1 would serialise
+        # every request (see default_users for what the default covers).
+        opts.num_users = default_users(schedule.from_options(opts).peak_rps, len(nodes.nodes), nodes.timeout)
+    if not getattr(opts, "stop_timeout", 0):
+        # Locust kills users mid-request when it stops them (ramp-down, and when it rebalances users as a worker
+        # joins); those requests reach the limiter but never the counts. Let a stopped user finish its request.
+        opts.stop_timeout = environment.stop_timeout = nodes.timeout + 1.0
+    if opts.spawn_rate is None:
+        # Locust's headless default of 1/s would take minutes to ramp; this takes about a second
+        opts.spawn_rate = float(max(DEFAULT_SPAWN_RATE, opts.num_users))
+
+
 def _stop_on_sigterm(runner: Any) -> None:
     logger.info("Got SIGTERM signal: stopping the run")
     if runner.shape_greenlet is not None:
@@ -435,6 +451,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     environment.rlsuite = suite
     events = environment.events
     opts = environment.parsed_options
+    # Stop handing out slots as soon as a stop begins: Locust lets stopped users finish their task.
+    events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
     if isinstance(runner, WorkerRunner):
         # Workers know only the CLI defaults until a run starts: they take everything from the master's plan.
         runner.register_message(MESSAGE, suite.on_plan_message)
@@ -443,27 +461,13 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         runner.send_message(READY)
         events.request.add_listener(suite.on_request)
         events.report_to_master.add_listener(suite.on_report_to_master)
-        # Stop handing out slots as soon as a stop begins: Locust lets stopped users finish their task.
-        events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
         return
 
     try:
         check_options(opts)
     except OptionError as e:
         fail_fast(e)
-    if opts.num_users is None:
-        # -u is the number of users = requests in flight at most; Locust's headless default of 1 would serialise
-        # every request (see default_users for what the default covers).
-        nodes = targets.from_options(opts)
-        opts.num_users = default_users(schedule.from_options(opts).peak_rps, len(nodes.nodes), nodes.timeout)
-    if not getattr(opts, "stop_timeout", 0):
-        # Locust kills users mid-request when it stops them (ramp-down, and when it rebalances users as a worker
-        # joins); those requests reach the limiter but never the counts. Let a stopped user finish its request.
-        nodes = targets.from_options(opts)
-        opts.stop_timeout = environment.stop_timeout = nodes.timeout + 1.0
-    if opts.spawn_rate is None:
-        # Locust's headless default of 1/s would take minutes to ramp; this takes about a second
-        opts.spawn_rate = float(max(DEFAULT_SPAWN_RATE, opts.num_users))
+    _default_locust_options(environment, opts)
 
     suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
@@ -491,6 +495,5 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
             atexit.register(_explain_missing_workers, runner, opts)
     else:
         events.request.add_listener(suite.on_request)
-    events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
     events.test_stop.add_listener(suite.on_test_stop)
     events.quitting.add_listener(suite.on_quitting)

@@ -98,13 +98,6 @@ class Policy:
         """Length in whole seconds of the windows the verdict checks."""
         return max(1, math.ceil(self.window - 1e-9))
 
-    @property
-    def window_bound(self) -> float:
-        """Most admitted requests a window of ``span`` seconds may hold (per partition)."""
-        if self.algorithm == TOKEN_BUCKET:
-            return self.burst + self.rate * self.span
-        return float(self.limit)
-
     def describe(self) -> str:
         window = f"{self.window:g}s"
         extra = f", burst {self.burst}" if self.algorithm == TOKEN_BUCKET else ""

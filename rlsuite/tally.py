@@ -236,6 +236,3 @@ class Totals:
             for rule, example in delta["examples"].items():
                 run.examples.setdefault(rule, example)
             run.advertised.update(delta["advertised"])
-
-    def request_count(self) -> int:
-        return sum(self.requests.values())

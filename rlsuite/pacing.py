@@ -2,9 +2,9 @@
 
 Locust's wait times are closed-model (a user waits after its own request), so a slow target silently lowers the
 load and users spawned together fire in lumps. Here the load is a list of numbered slots with due times from the
-schedule; a user takes the next slot, sleeps until it is due and sends it. The rate is therefore exact whatever the
-latency (as long as a user is free), spacing is even, and the node of slot ``g`` is ``g % nodes``: a global
-round-robin shared by every worker without talking to each other.
+schedule; the next free user waits until the next slot is due, takes it and sends it. The rate is therefore exact
+whatever the latency (as long as a user is free), spacing is even, and the node of slot ``g`` is ``g % nodes``: a
+global round-robin shared by every worker without talking to each other.
 """
 
 from __future__ import annotations

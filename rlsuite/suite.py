@@ -372,8 +372,7 @@ class Suite:
         return verdict
 
     def on_test_stop(self, **_: Any) -> None:
-        self._stop_printer()
-        self.pacer.clear()
+        self._stop_printer()  # (the pacer was already cleared when the stop began: test_stopping)
         if self.conductor is not None:
             self.conductor.end()
         if self.environment.parsed_options.headless:

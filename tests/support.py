@@ -306,3 +306,15 @@ def finish(proc: Proc, tmp_path: Path, exit_code: int = 0) -> tuple[list, int]:
     # the run's own summary has every request, also the workers' final reports (sent after they stopped)
     assert f"Locust counted {locust_total} requests; the suite counted {locust_total}." in proc.output
     return samples, locust_total
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A short headless `locust` run to its end (for runs that should stop at once: bad input, missing workers)."""
+    return subprocess.run(
+        [*LOCUST, "-f", str(LOCUSTFILE), "--headless", "-t", "5s", "--metrics-port", "0", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -3,14 +3,10 @@
 import re
 import signal
 import socket
-import subprocess
 
 import pytest
 
 from tests.support import (
-    LOCUST,
-    LOCUSTFILE,
-    ROOT,
     Proc,
     demo_cluster,
     finish,
@@ -19,6 +15,7 @@ from tests.support import (
     master_args,
     nodes,
     redis_server,
+    run_cli,
     running,
     sample_sum,
     scrape,
@@ -227,12 +224,8 @@ def test_master_sigterm_collects_the_final_worker_reports(tmp_path):
 
 
 def test_workers_that_never_connect_give_a_clear_error_not_a_hang():
-    result = subprocess.run(
+    result = run_cli(
         [
-            *LOCUST,
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
             "--master",
             "--master-bind-host",
             "127.0.0.1",
@@ -242,15 +235,7 @@ def test_workers_that_never_connect_give_a_clear_error_not_a_hang():
             "2",
             "--expect-workers-max-wait",
             "2",
-            "--metrics-port",
-            "0",
-            "-t",
-            "5s",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ]
     )
     assert result.returncode == 1
     assert "error: only 0 of --expect-workers 2 workers connected within --expect-workers-max-wait 2s" in result.stderr
@@ -262,24 +247,7 @@ def test_a_metrics_port_in_use_is_a_one_line_error():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                *LOCUST,
-                "-f",
-                str(LOCUSTFILE),
-                "--headless",
-                "--web-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(port),
-                "-t",
-                "5s",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli(["--web-host", "127.0.0.1", "--metrics-port", str(port)])
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"error: --metrics-port {port} is already in use; free the port or choose another one"]

@@ -1,13 +1,12 @@
 from locust.argument_parser import LocustArgumentParser
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from rlsuite import suite
 from rlsuite.options import OptionError
-from tests.support import LOCUST, LOCUSTFILE, ROOT
+from tests.support import run_cli
 
 
 def parse(*argv):
@@ -62,19 +61,6 @@ def test_bad_values_name_the_option_and_the_fix(argv, option):
         suite.check_options(parse(*argv))
     message = str(info.value)
     assert message.startswith(f"--{option} ") and "; " in message and "\n" not in message
-
-
-def run_cli(args, env=None):
-    import os
-
-    return subprocess.run(
-        [*LOCUST, "-f", str(LOCUSTFILE), "--headless", "-t", "5s", "--metrics-port", "0", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_environment_variables_and_config_files_are_checked_the_same_way(tmp_path):

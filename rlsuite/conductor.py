@@ -21,6 +21,7 @@ from rlsuite import targets as targets_module
 from rlsuite.metrics import Status
 from rlsuite.plan import MESSAGE, Plan
 from rlsuite.tally import Totals
+from rlsuite.verdict import build_replay
 
 LEAD_SECONDS = 0.5  # at least this long between the first tick and t0
 SPLIT_AHEAD_SECONDS = 0.5  # a re-split (workers joined or left) takes effect this long after the master decides it
@@ -68,14 +69,15 @@ class Conductor:
         schedule = schedule_module.from_options(opts)
         targets = targets_module.from_options(opts)
         self.policy = policy_module.from_options(opts)
-        window_rule = self.policy is not None and self.policy.algorithm != policy_module.TOKEN_BUCKET
+        window_rule = self.policy is not None and self.policy.counts_in_windows
         self.run_id += 1
         t0 = math.ceil(self._clock() + LEAD_SECONDS)
         max_delay = pacing_module.check_options(opts)
         self.plan = Plan(
             self.run_id, time.time_ns(), t0, schedule, targets, max_delay=max_delay, window_rule=window_rule
         )
-        self._totals.start_run(self.run_id, [n.name for n in targets.nodes])
+        replay = None if self.policy is None else build_replay(self.policy, len(targets.nodes), t0)
+        self._totals.start_run(self.run_id, [n.name for n in targets.nodes], replay)
         self._status.running = True
         self._status.run_started = t0
         self._shares = ()

@@ -129,14 +129,23 @@ class TotalsCollector(Collector):
         for name in ("pass", "fail", "inconclusive"):
             result.add_metric([name], 1.0 if verdict is not None and verdict.result == name else 0.0)
         yield result
-        ratio = GaugeMetricFamily(
-            f"{PREFIX}_verdict_window_ratio",
-            "Most admitted in one checked window divided by what the declared limit allows there, by mode.",
-            labels=["mode"],
+        disagreements = GaugeMetricFamily(
+            f"{PREFIX}_verdict_disagreements",
+            "Decisions of the current or last run that the declared model cannot explain at any timing, by mode and "
+            "kind: over = admissions beyond it, under = rejections it would have admitted.",
+            labels=["mode", "kind"],
         )
         for mode in MODES:
-            ratio.add_metric([mode], verdict.max_ratio(mode) if verdict is not None else 0.0)
-        yield ratio
+            row = verdict.row(mode) if verdict is not None else None
+            disagreements.add_metric([mode, "over"], row.over if row else 0.0)
+            disagreements.add_metric([mode, "under"], row.under if row else 0.0)
+        yield disagreements
+        yield GaugeMetricFamily(
+            f"{PREFIX}_verdict_detectable_factor",
+            "The smallest over-admission (as a multiple of the limit) the run so far would have caught; 0 when "
+            "none (or no limit declared).",
+            value=(verdict.detectable or 0.0) if verdict is not None else 0.0,
+        )
 
 
 def _by_key(items: Iterable[tuple[tuple, int]], width: int) -> dict[tuple, dict[int, int]]:

@@ -40,7 +40,7 @@ class Slot:
     """One request to send: a plain class with slots, because one is made per request (a frozen dataclass costs
     four times as much to build)."""
 
-    __slots__ = ("due", "headers", "key", "mode", "node", "number", "url")
+    __slots__ = ("due", "headers", "key", "mode", "node", "node_index", "number", "url")
 
     def __init__(
         self,
@@ -51,11 +51,13 @@ class Slot:
         url: str,
         key: int,
         headers: dict[str, str] | None,
+        node_index: int = 0,
     ) -> None:
         self.number = number
         self.due = due  # wall-clock time the request was meant to start
         self.mode = mode
         self.node = node
+        self.node_index = node_index  # position of the node in --node-hosts
         self.url = url
         self.key = key  # index of the API key (limit partition) this slot uses
         self.headers = headers  # the key header, or None when no key is sent
@@ -161,10 +163,11 @@ class Pacer:
                     self._on_drop(mode)
                     continue
                 targets = plan.targets
-                node = targets.nodes[number % len(targets.nodes)]
+                index = number % len(targets.nodes)
+                node = targets.nodes[index]
                 key = targets.key_index(number)
                 headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
-                return Slot(number, at, mode, node, targets.url(node), key, headers)
+                return Slot(number, at, mode, node, targets.url(node), key, headers, index)
 
 
 def _first_of(plan: Plan, start: int) -> int:

@@ -1,20 +1,29 @@
-"""The limit the cluster is supposed to enforce (declared by the user), and how strictly the verdict judges it."""
+"""The limit the cluster is supposed to enforce (declared by the user), and the allowances the verdict makes."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from rlsuite import options
+from rlsuite.models import (
+    ALGORITHMS,
+    ALIASES,
+    ALIGNMENTS,
+    ANY,
+    AUTO,
+    EPOCH,
+    FIXED_WINDOW,
+    LEAKY_BUCKET,
+    SLIDING_LOG,
+    SLIDING_WINDOW_COUNTER,
+    TOKEN_BUCKET,
+    Spec,
+)
 from rlsuite.options import OptionError
+from rlsuite.replay import GLOBAL, PER_NODE
 
-TOKEN_BUCKET = "token-bucket"
-FIXED_WINDOW = "fixed-window"
-SLIDING_WINDOW = "sliding-window"
-ALGORITHMS = (TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW)
-GLOBAL = "global"
-PER_NODE = "per-node"
+ALGORITHM_CHOICES = (*ALGORITHMS, AUTO)
 
 
 def add_arguments(parser: Any) -> None:
@@ -29,19 +38,46 @@ def add_arguments(parser: Any) -> None:
     options.add(group, "window", type=float, default=1.0, help="Seconds of the declared limit's window.")
     options.add(
         group,
-        "limit-burst",
-        type=int,
-        default=0,
-        help="Token bucket capacity (requests admitted at once after idling); 0 = --limit.",
-    )
-    options.add(
-        group,
         "limit-algorithm",
         type=str,
         default=TOKEN_BUCKET,
-        choices=ALGORITHMS,
-        help="How the limit is enforced: token-bucket (also GCRA, leaky bucket), fixed-window (windows "
-        "aligned to the Unix epoch) or sliding-window.",
+        choices=ALGORITHM_CHOICES,
+        help="How the limit is enforced: token-bucket (also GCRA), leaky-bucket (nginx limit_req), fixed-window, "
+        "sliding-log (exact sliding window), sliding-window-counter (weighted previous window), or auto (fit "
+        "every model and report which one the cluster follows).",
+    )
+    options.add(
+        group,
+        "limit-burst",
+        type=int,
+        default=0,
+        help="token-bucket: capacity, requests admitted at once after idling (0 = --limit); leaky-bucket: nginx's "
+        "burst (requests queued or passed beyond the rate).",
+    )
+    options.add(
+        group,
+        "window-alignment",
+        type=str,
+        default=ANY,
+        choices=ALIGNMENTS,
+        help="fixed-window: epoch (windows start at multiples of --window on the limiter's clock), first-request "
+        "(a key's window starts at its first request, as Redis INCR+EXPIRE and the limits library do) or any.",
+    )
+    options.add(
+        group,
+        "limit-counts-rejected",
+        default=False,
+        action="store_true",
+        help="Rejected requests count toward the limit too (HAProxy track-sc before deny): goodput falls under "
+        "overload, and that is declared behaviour rather than under-admission.",
+    )
+    options.add(
+        group,
+        "limit-delay",
+        default=False,
+        action="store_true",
+        help="leaky-bucket: excess requests within the burst are delayed, not answered at once (nginx limit_req "
+        "without nodelay).",
     )
     options.add(
         group,
@@ -53,83 +89,97 @@ def add_arguments(parser: Any) -> None:
     )
     options.add(
         group,
+        "clock-skew",
+        type=float,
+        default=0.01,
+        help="Seconds the clocks of the limiter nodes and of the load generators may differ: every decision is "
+        "placed anywhere in its request's time in flight widened by this much.",
+    )
+    options.add(
+        group,
         "strict-headers",
         default=False,
         action="store_true",
         help="Header findings (429 without Retry-After, malformed RateLimit fields, ...) fail the verdict.",
-    )
-    options.add(
-        group,
-        "verdict-slack",
-        type=float,
-        default=0.1,
-        help="Seconds of in-flight time and clock skew tolerated at window edges: each window may admit the "
-        "requests offered in 2 x this long on top of its bound.",
-    )
-    options.add(
-        group,
-        "max-limited-share",
-        type=float,
-        default=0.01,
-        help="Largest share of limited answers tolerated in steady windows offered below the limit "
-        "(more is under-admission).",
     )
     options.add(group, "verdict-json", type=str, default="", help="Write the verdict as JSON to this file (for CI).")
 
 
 @dataclass(frozen=True)
 class Policy:
-    limit: int
-    window: float
-    burst: int
-    algorithm: str
+    spec: Spec  # the declared model (for auto: its parameters, with the algorithm to be fitted)
     scope: str
-    strict_headers: bool
-    slack: float
-    max_limited_share: float
+    skew: float
+    strict_headers: bool = False
+    auto: bool = False
 
     @property
     def rate(self) -> float:
         """Requests per second the limit allows in the long run."""
-        return self.limit / self.window
+        return self.spec.rate
 
     @property
-    def span(self) -> int:
-        """Length in whole seconds of the windows the verdict checks."""
-        return max(1, math.ceil(self.window - 1e-9))
+    def counts_in_windows(self) -> bool:
+        """Remaining quota can only fall within a window: fixed windows (epoch-aligned, known to the checker)."""
+        return self.spec.algorithm == FIXED_WINDOW and self.spec.alignment == EPOCH
 
     def describe(self) -> str:
-        window = f"{self.window:g}s"
-        extra = f", burst {self.burst}" if self.algorithm == TOKEN_BUCKET else ""
-        return f"{self.limit} requests per {window} window ({self.algorithm}{extra}, {self.scope})"
+        model = "auto: every model fitted" if self.auto else self.spec.describe()
+        return f"{self.spec.limit} requests per {self.spec.window:g}s ({model}; {self.scope})"
 
 
 def from_options(opts: Any) -> Policy | None:
-    """The declared policy, or None when no limit is declared."""
+    """The declared policy, or None when no limit is declared. Every value is checked, used or not."""
     limit = int(options.number(opts, "limit", minimum=0))
-    if limit == 0:
-        return None
     window = options.number(opts, "window", above=0)
-    algorithm = str(opts.limit_algorithm)
-    if algorithm not in ALGORITHMS:
-        raise OptionError("limit-algorithm", f"is {algorithm!r}", f"use one of {', '.join(ALGORITHMS)}")
+    algorithm = ALIASES.get(str(opts.limit_algorithm), str(opts.limit_algorithm))
+    if algorithm not in ALGORITHM_CHOICES:
+        raise OptionError("limit-algorithm", f"is {algorithm!r}", f"use one of {', '.join(ALGORITHM_CHOICES)}")
+    burst = int(options.number(opts, "limit-burst", minimum=0))
+    alignment = str(opts.window_alignment)
+    if alignment not in ALIGNMENTS:
+        raise OptionError("window-alignment", f"is {alignment!r}", f"use one of {', '.join(ALIGNMENTS)}")
     scope = str(opts.limit_scope)
     if scope not in (GLOBAL, PER_NODE):
         raise OptionError("limit-scope", f"is {scope!r}", "use global or per-node")
-    if algorithm != TOKEN_BUCKET and window != int(window):
-        # per-second counts can only be summed into windows of whole seconds
-        raise OptionError("window", f"must be whole seconds for {algorithm}, got {window:g}", "set e.g. --window 1")
-    burst = int(options.number(opts, "limit-burst", minimum=0)) or limit
-    share = options.number(opts, "max-limited-share", minimum=0)
-    if share >= 1:
-        raise OptionError("max-limited-share", f"must be below 1, got {share:g}", "set e.g. --max-limited-share 0.01")
-    return Policy(
+    skew = options.number(opts, "clock-skew", minimum=0)
+    if skew >= window / 4:
+        raise OptionError(
+            "clock-skew",
+            f"({skew:g}s) must be below a quarter of --window ({window:g}s)",
+            "lower it, or declare a longer window",
+        )
+    if limit == 0:
+        return None
+    if bool(opts.limit_delay) and algorithm not in (LEAKY_BUCKET, AUTO):
+        raise OptionError("limit-delay", f"only applies to leaky-bucket, not {algorithm}", "drop it")
+    if alignment != ANY and algorithm not in (FIXED_WINDOW, AUTO):
+        raise OptionError("window-alignment", f"only applies to fixed-window, not {algorithm}", "drop it")
+    spec = Spec(
+        algorithm=TOKEN_BUCKET if algorithm == AUTO else algorithm,
         limit=limit,
         window=window,
         burst=burst,
-        algorithm=algorithm,
-        scope=scope,
-        strict_headers=bool(opts.strict_headers),
-        slack=options.number(opts, "verdict-slack", minimum=0),
-        max_limited_share=share,
+        alignment=alignment,
+        counts_rejected=bool(opts.limit_counts_rejected),
+        delay=bool(opts.limit_delay),
     )
+    return Policy(spec, scope, skew, bool(opts.strict_headers), auto=algorithm == AUTO)
+
+
+def candidates(policy: Policy) -> list[Spec]:
+    """The models ``auto`` fits: every algorithm with the declared numbers, the most specific first (among models
+    that fit equally, the first is reported as the best fit); fixed windows of unknown alignment bound the least."""
+    s = policy.spec
+    out = []
+    for algorithm, alignment in (
+        (TOKEN_BUCKET, ANY),
+        (LEAKY_BUCKET, ANY),
+        (FIXED_WINDOW, EPOCH),
+        (SLIDING_LOG, ANY),
+        (SLIDING_WINDOW_COUNTER, ANY),
+        (FIXED_WINDOW, ANY),
+    ):
+        delay = s.delay and algorithm == LEAKY_BUCKET
+        out.append(Spec(algorithm, s.limit, s.window, s.burst, alignment, s.counts_rejected, delay))
+    return out

@@ -27,14 +27,16 @@ import gevent
 from geventhttpclient.client import HTTPClientPool
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
-from rlsuite.classify import ERROR, LIMITED, OUTCOMES, error_kind, outcome_of
+from rlsuite.classify import ERROR, LIMITED, OUTCOMES, REFUSED, error_kind, outcome_of
 from rlsuite.conductor import Conductor, default_users
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, READY, Plan
-from rlsuite.schedule import MODES
+from rlsuite.replay import ADMITTED, BURST_FLAG, UNKNOWN, UNSENT
+from rlsuite.replay import LIMITED as LIMITED_CODE
+from rlsuite.schedule import BURST, MODES
 from rlsuite.tally import DELTA_KEY, DROPPED, LATE, Tally, Totals
 from rlsuite.users import CONTEXT_KEY
 from rlsuite.verdict import PASS, Verdict, evaluate
@@ -127,8 +129,10 @@ class Suite:
         outcome = outcome_of(status, exception is not None)
         if outcome == ERROR:
             kind = error_kind(status, getattr(response, "error", None) or exception)
+            code = UNSENT if kind == REFUSED else UNKNOWN  # a refused connection never reached the limiter
         else:
             kind = None
+            code = LIMITED_CODE if outcome == LIMITED else ADMITTED
             self.headers.check(
                 response.headers,
                 outcome == LIMITED,
@@ -138,8 +142,19 @@ class Suite:
                 start_time + seconds,
                 self.tally.found,
             )
+        if slot.mode == BURST:
+            code |= BURST_FLAG
         self.tally.record(
-            slot.mode, outcome, slot.node.name, seconds, start_time, kind, slot.key, start_time - slot.due
+            slot.mode,
+            outcome,
+            slot.node.name,
+            seconds,
+            start_time,
+            kind,
+            slot.key,
+            start_time - slot.due,
+            code,
+            slot.node_index,
         )
 
     def connection_pool(self, timeout: float) -> HTTPClientPool:
@@ -270,7 +285,7 @@ class Suite:
         for client_id, at, lost in self.conductor.departures:
             what = "was LOST (no heartbeat)" if lost else "left (quit)"
             where += f"\nWorker {client_id} {what} {at:g}s into the run"
-        verdict = self.judge()
+        verdict = self.judge(final=True)
         if verdict is not None:
             where += "\n\n" + verdict.render()
             path = str(self.environment.parsed_options.verdict_json)
@@ -351,21 +366,35 @@ class Suite:
             return elapsed
         return max(0.0, math.floor(elapsed - (REPORT_LAG_SECONDS if self.is_master else 1.0)))
 
-    def judge(self) -> Verdict | None:
-        """The verdict on the current run so far (None without a declared limit); also shown in /metrics."""
+    def replay_horizon(self) -> float:
+        """Seconds after its start by which every request is recorded here: it ended or timed out, and (on a
+        master) its worker reported it."""
+        timeout = self.conductor.plan.targets.timeout if self.conductor and self.conductor.plan else 0.0
+        return timeout + 1.0 + (REPORT_LAG_SECONDS if self.is_master else 0.0)
+
+    def judge(self, final: bool = False) -> Verdict | None:
+        """The verdict on the current run so far (None without a declared limit); also shown in /metrics.
+        ``final``: every request of the run is in (the summary), so the replay runs to the end."""
         conductor = self.conductor
         if conductor is None or conductor.policy is None or conductor.plan is None:
             return None
         plan = conductor.plan
+        run = self.totals.run
+        if run.replay is None or run.run_id != plan.run_id:
+            return None
+        if final:
+            run.replay.finish()
+        else:
+            run.replay.advance(time.time() - self.replay_horizon())
         verdict = evaluate(
             conductor.policy,
-            self.totals.run,
+            run,
+            run.replay,
             plan.schedule,
             plan.t0,
             self.settled_elapsed(),
             [n.name for n in plan.targets.nodes],
             plan.targets.partitions,
-            conductor.interrupted(),
             conductor.lost_workers(),
         )
         self.status.verdict = verdict

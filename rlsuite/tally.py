@@ -38,7 +38,18 @@ DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 class Tally:
     """Counts since the last drain, in the process that sent the requests."""
 
-    __slots__ = ("advertised", "errors", "examples", "findings", "intended", "latency", "requests", "seconds", "sends")
+    __slots__ = (
+        "advertised",
+        "errors",
+        "events",
+        "examples",
+        "findings",
+        "intended",
+        "latency",
+        "requests",
+        "seconds",
+        "sends",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
@@ -47,8 +58,10 @@ class Tally:
         # for percentiles and for the Prometheus histograms, which are built from them at scrape time.
         self.latency: dict[tuple[str, str, int], int] = {}  # (mode, outcome, rounded us) as Locust measures it
         self.intended: dict[tuple[str, int], int] = {}  # (mode, rounded us) from the intended send time
-        # (wall-clock second the request started, node, key index) -> per-outcome counts: what the verdict checks
-        self.seconds: dict[tuple[int, str, int], list[int]] = {}
+        # (wall-clock second the request started, node) -> per-outcome counts: the timeline and node availability
+        self.seconds: dict[tuple[int, str], list[int]] = {}
+        # every request as (start, duration, code, node index, key index), flat: what the verdict replays
+        self.events: list = []
         self.findings: dict[tuple[str, str], int] = {}  # header findings: (rule, node) -> count
         self.examples: dict[str, str] = {}  # rule -> the first example seen
         self.advertised: set[str] = set()  # what the target said its policy was
@@ -74,6 +87,8 @@ class Tally:
         kind: str | None,
         key: int = 0,
         lateness: float = 0.0,
+        code: int = 0,
+        node_index: int = 0,
     ) -> None:
         rkey = (mode, outcome, node)
         requests = self.requests
@@ -91,11 +106,12 @@ class Tally:
         intended = self.intended
         ikey = (mode, round_us(seconds + lateness) if lateness > 0 else lkey[2])
         intended[ikey] = intended.get(ikey, 0) + 1
-        skey = (int(start), node, key)
+        skey = (int(start), node)
         counts = self.seconds.get(skey)
         if counts is None:
             counts = self.seconds[skey] = [0, 0, 0]
         counts[OUTCOME_INDEX[outcome]] += 1
+        self.events += (start, seconds, code, node_index, key)
 
     def drain(self, run_id: int) -> dict[str, Any]:
         """Everything counted since the last drain, as a message-safe dict; the tally starts again from zero."""
@@ -110,8 +126,10 @@ class Tally:
             "examples": self.examples,
             "advertised": sorted(self.advertised),
             "sends": [[*k, v] for k, v in self.sends.items()],
+            "events": self.events,
         }
         self.requests, self.errors, self.latency, self.intended, self.seconds = {}, {}, {}, {}, {}
+        self.events = []
         self.findings, self.examples, self.sends = {}, {}, {}
         return delta
 
@@ -123,11 +141,12 @@ def _add(target: dict, key: Any, n: int) -> None:
 class RunView:
     """What one run (one test, in web-UI terms) added: read by the console line and the end-of-run summary."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, replay: Any = None) -> None:
         self.run_id = run_id
+        self.replay = replay  # the verdict's replay of every request (rlsuite.replay.Replay), when a limit is declared
         self.requests: dict[tuple[str, str, str], int] = {}
         self.errors: dict[tuple[str, str, str], int] = {}
-        self.seconds: dict[tuple[int, str, int], list[int]] = {}
+        self.seconds: dict[tuple[int, str], list[int]] = {}
         self.findings: dict[tuple[str, str], int] = {}
         self.examples: dict[str, str] = {}
         self.advertised: set[str] = set()
@@ -168,7 +187,7 @@ class RunView:
     def by_second(self) -> dict[int, list[int]]:
         """Per-outcome counts per wall-clock second, over all nodes and keys."""
         out: dict[int, list[int]] = {}
-        for (second, _, _), counts in self.seconds.items():
+        for (second, _), counts in self.seconds.items():
             mine = out.setdefault(second, [0, 0, 0])
             for i in range(3):
                 mine[i] += counts[i]
@@ -199,8 +218,8 @@ class Totals:
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
         self.run = RunView(run_id=-1)
 
-    def start_run(self, run_id: int, nodes: list[str]) -> None:
-        self.run = RunView(run_id)
+    def start_run(self, run_id: int, nodes: list[str], replay: Any = None) -> None:
+        self.run = RunView(run_id, replay)
         for node in nodes:
             if node not in self.nodes:
                 self.nodes.append(node)
@@ -229,10 +248,12 @@ class Totals:
                 if theirs is not None:
                     _add(theirs, key, n)
         if run:
-            for second, node, key, *counts in delta["seconds"]:
-                mine = run.seconds.setdefault((second, node, key), [0, 0, 0])
+            for second, node, *counts in delta["seconds"]:
+                mine = run.seconds.setdefault((second, node), [0, 0, 0])
                 for i in range(3):
                     mine[i] += counts[i]
+            if run.replay is not None:
+                run.replay.add(delta["events"])
             for rule, example in delta["examples"].items():
                 run.examples.setdefault(rule, example)
             run.advertised.update(delta["advertised"])

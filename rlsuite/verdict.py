@@ -1,35 +1,37 @@
-"""Did the cluster honour its declared limit? The verdict arithmetic, pure: counts in, verdict out.
+"""Did the cluster honour its declared limit? Pure: the replay's findings, the run's counts and the policy in, the
+verdict out.
 
-Admitted requests are counted by the second their request *started* (not completed), summed over all nodes and
-workers (or per node for a per-node policy), per API key (each key is its own limit partition), and checked
-window by window:
-
-- fixed window: every window aligned to the Unix epoch admits at most ``limit``;
-- sliding window: every ``window``-long span admits at most ``limit``;
-- token bucket: every ``window``-long span admits at most ``burst + rate x window``, and over any interval ``t``
-  the admitted count exceeds ``rate x t`` by at most ``burst``.
-
-A window may hold ``2 x slack x offered rate`` more (requests in flight and clock skew at its two edges); the
-tolerance is printed with the verdict. Over-admission fails, under-admission fails (steady windows offered below
-the limit must not be limited more than ``max_limited_share``), and a run whose generator fell short of its target
-is inconclusive: it did not test the limit as declared.
+- **FAIL** when the replay proves a disagreement with the declared model: admissions no timing of the decisions
+  could fit in it (over-admission), or rejections it would have admitted under any timing (under-admission).
+- **INCONCLUSIVE** when the run could not have told: a node answered nothing, most requests failed, the generator
+  fell short of its target, counts are missing (a worker was lost), or the load could not have revealed a cluster
+  admitting twice the limit (a 2-node cluster enforcing the limit per node).
+- **PASS** otherwise, with the smallest over-admission this run would have caught.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rlsuite.classify import ALLOWED, ERROR, LIMITED
-from rlsuite.console import stage_rates
-from rlsuite.policy import FIXED_WINDOW, GLOBAL, TOKEN_BUCKET, Policy
-from rlsuite.schedule import BURST, MODES, STEADY, Schedule
+from rlsuite.models import Spec
+from rlsuite.policy import Policy, candidates
+from rlsuite.rates import stage_rates
+from rlsuite.replay import GLOBAL, PER_NODE, Judge, Replay
+from rlsuite.schedule import MODES, Schedule
 from rlsuite.tally import RunView
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 EXIT_CODES = {PASS: 0, FAIL: 3, INCONCLUSIVE: 4}
 KEEP_UP = 0.95  # a stage that sent less than this share of its target makes the run inconclusive
+MIN_ANSWERED = 0.5  # below this share of requests answered (200 or limited), the run tested little
+# A run must be able to catch a cluster that admits this many times the limit: two nodes enforcing it alone.
+MUST_DETECT = 2.0
+# Span lengths, in windows, over which detectability is worked out (the replay itself has no bins), besides one
+# window less the timing allowance (what a sliding log is judged over).
+SPANS = (1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
+DECLARED, COUNTS_REJECTED, PER_NODE_ROLE, CANDIDATE = "declared", "counts-rejected", "per-node", "candidate"
 
 
 @dataclass
@@ -39,10 +41,16 @@ class ModeRow:
     admitted: int
     limited: int
     errors: int
-    max_admitted: int = 0  # most admitted in one checked window of this mode (one partition)
-    bound: float = 0.0  # what that window could admit at most
-    ratio: float = 0.0  # max_admitted / bound
+    over: int = 0  # admissions the model cannot fit under any timing
+    under: int = 0  # rejections the model would have admitted under any timing
     result: str = PASS
+
+
+@dataclass
+class Fit:
+    model: str
+    over: int
+    under: int
 
 
 @dataclass
@@ -52,8 +60,11 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rows: list[ModeRow] = field(default_factory=list)
-    tolerance: str = ""
-    excluded: str = ""
+    detectable: float | None = None  # smallest over-admission factor this run would have caught
+    detectable_span: float | None = None  # over spans of this many seconds
+    timing: str = ""
+    fits: list[Fit] = field(default_factory=list)
+    best_fit: str = ""
     findings: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     advertised: list[str] = field(default_factory=list)
@@ -64,25 +75,41 @@ class Verdict:
     def exit_code(self) -> int:
         return EXIT_CODES[self.result]
 
-    def max_ratio(self, mode: str) -> float:
-        return next((r.ratio for r in self.rows if r.mode == mode), 0.0)
+    def row(self, mode: str) -> ModeRow | None:
+        return next((r for r in self.rows if r.mode == mode), None)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["exit_code"] = self.exit_code
+        data["detectable_text"] = self.detectable_text()
         return data
+
+    def detectable_text(self) -> str:
+        if self.detectable is None:
+            return (
+                "nothing: no partition was offered more than the model admits in any span of this run, so a cluster "
+                "admitting any multiple of the limit would have looked the same"
+            )
+        return (
+            f"a cluster admitting {self.detectable:.2f}x the limit or more would have been caught "
+            f"(over {self.detectable_span:g}s of this run's load)"
+        )
 
     def render(self) -> str:
         lines = [f"Verdict: {self.result.upper()}  (declared: {self.policy})"]
         lines.append(
-            f"{'Mode':<8}{'Offered':>9}{'Admitted':>10}{'Limited':>9}{'Errors':>8}"
-            f"{'Max/window':>12}{'Bound':>9}{'Ratio':>7}  Result"
+            f"{'Mode':<8}{'Offered':>9}{'Admitted':>10}{'Limited':>9}{'Errors':>8}{'Over':>8}{'Under':>8}  Result"
         )
         for r in self.rows:
             lines.append(
-                f"{r.mode:<8}{r.offered:>9}{r.admitted:>10}{r.limited:>9}{r.errors:>8}"
-                f"{r.max_admitted:>12}{r.bound:>9.0f}{r.ratio:>7.2f}  {r.result.upper() if r.result != PASS else PASS}"
+                f"{r.mode:<8}{r.offered:>9}{r.admitted:>10}{r.limited:>9}{r.errors:>8}{r.over:>8}{r.under:>8}"
+                f"  {r.result.upper() if r.result != PASS else PASS}"
             )
+        lines.append("Over: admissions no timing of the decisions fits in the model; Under: rejections it would admit")
+        lines.append(f"Detectable: {self.detectable_text()}")
+        if self.fits:
+            lines.append("Models: " + "; ".join(f"{f.model}: {f.over} over, {f.under} under" for f in self.fits))
+            lines.append(f"Best fit: {self.best_fit}")
         lines.append(
             "Node availability: "
             + ", ".join(
@@ -90,8 +117,7 @@ class Verdict:
                 for node, share in self.availability.items()
             )
         )
-        lines.append(f"Tolerance: {self.tolerance}")
-        lines.append(f"Excluded: {self.excluded}")
+        lines.append(f"Timing: {self.timing}")
         if self.advertised:
             lines.append(f"Advertised by the target: {'; '.join(self.advertised)}")
         if self.findings:
@@ -104,31 +130,39 @@ class Verdict:
         return "\n".join(lines)
 
 
+def build_replay(policy: Policy, nodes: int, t0: float) -> Replay:
+    """The replay of a run: the declared model first, then the variants that may explain a disagreement (the
+    same limit with rejected requests counted; the same limit enforced by each node alone), or for ``auto`` every
+    candidate model."""
+    spec, scope = policy.spec, policy.scope
+    if policy.auto:
+        judges = [(s, scope, CANDIDATE) for s in candidates(policy)]
+    else:
+        judges = [(spec, scope, DECLARED)]
+        if not spec.counts_rejected:
+            judges.append((_variant(spec, counts_rejected=True), scope, COUNTS_REJECTED))
+    if scope == GLOBAL and nodes > 1:
+        judges.append((judges[0][0], PER_NODE, PER_NODE_ROLE))
+    return Replay(judges, policy.skew, t0)
+
+
+def _variant(spec: Spec, **changes: Any) -> Spec:
+    return Spec(**{**asdict(spec), **changes})
+
+
 def evaluate(
     policy: Policy,
     run: RunView,
+    replay: Replay,
     schedule: Schedule,
     t0: float,
     elapsed: float,
     nodes: list[str],
     partitions: int,
-    interrupted: bool = False,
     incidents: list[str] | None = None,
 ) -> Verdict:
-    seconds = int(elapsed + 1e-9)
-    excluded = "none (stages change by pacing, no user is stopped mid-request)"
-    if interrupted and elapsed - seconds > 1e-6:
-        excluded = f"the last partial second ({seconds}s-{elapsed:.1f}s): the run was stopped mid-request"
-    excluded += "; failed requests (node outages, timeouts) count neither as admitted nor as limited"
-    verdict = Verdict(result=PASS, policy=policy.describe(), excluded=excluded)
-    verdict.availability, verdict.outages = _availability(run, t0, nodes)
-    verdict.notes.append(
-        "under-admission is checked in steady windows offered below the limit, except the window after a burst"
-    )
-    verdict.tolerance = (
-        f"each window may admit its offered rate x {2 * policy.slack:g}s more (--verdict-slack {policy.slack:g}s "
-        "of in-flight time and clock skew at either edge), at most its bound again, rounded up"
-    )
+    """The verdict on what the replay has seen so far (``replay.finish()`` first for the final one)."""
+    verdict = Verdict(result=PASS, policy=policy.describe())
     verdict.rows = [
         ModeRow(
             mode,
@@ -139,72 +173,198 @@ def evaluate(
         )
         for mode in MODES
     ]
-    rows = {r.mode: r for r in verdict.rows}
+    verdict.availability, verdict.outages = _availability(run, t0, nodes)
     verdict.findings = _findings_by_rule(run)
     verdict.examples = dict(sorted(run.examples.items()))
     verdict.advertised = sorted(run.advertised)
-    if seconds < 1:
-        verdict.result = INCONCLUSIVE
-        verdict.reasons.append("less than one second of load: nothing to judge")
-        return verdict
+    judge = _chosen(replay, verdict)
+    spec = judge.spec
+    verdict.timing = (
+        f"each decision placed anywhere from its request's start to its end, widened by --clock-skew "
+        f"{policy.skew:g}s; {replay.replayed} requests replayed, {judge.unjudged} admissions in flight longer "
+        f"than {judge.cap:g}s counted but not judged"
+    )
+    missing: list[str] = list(incidents or [])
+    if replay.stragglers:
+        missing.append(f"{replay.stragglers} requests were reported after their time had been replayed")
 
-    modes = [schedule.stage_at(i + 0.5).mode for i in range(seconds)]
-    admitted, offered, limited = _series(run, t0, seconds, policy.scope, partitions)
-    span = min(policy.span, seconds)
-    peak_ratio = 0.0
-    for group in admitted:
-        a, o, lim = _prefix(admitted[group]), _prefix(offered[group]), _prefix(limited[group])
-        for start, end in _windows(policy, t0, seconds, span):
-            n = end - start
-            got, sent = a[end] - a[start], o[end] - o[start]
-            bound = policy.burst + policy.rate * n if policy.algorithm == TOKEN_BUCKET else float(policy.limit)
-            # requests offered within the slack of either edge may belong to the neighbouring window on the
-            # limiter's clock; a correct limiter admits at most a bound's worth there, so that caps the tolerance
-            tolerance = math.ceil(min(bound, 2 * policy.slack * sent / n))
-            mode = BURST if BURST in modes[start:end] else STEADY
-            row = rows[mode]
-            ratio = got / bound
-            # how far the offered load exceeds the long-run allowance: only above N x can a per-node cluster show
-            peak_ratio = max(peak_ratio, sent / (policy.rate * n if policy.algorithm == TOKEN_BUCKET else bound))
-            if ratio > row.ratio:
-                row.max_admitted, row.bound, row.ratio = got, bound, ratio
-            if got > bound + tolerance and row.result == PASS:
-                row.result = FAIL
-                verdict.reasons.append(
-                    _over_reason(mode, got, bound, tolerance, n, start, group, policy, nodes, partitions)
-                )
-        if policy.algorithm == TOKEN_BUCKET:
-            _check_any_interval(verdict, policy, admitted[group], offered[group], group, partitions)
-        _check_under_admission(verdict, policy, a, o, lim, modes, span, group, partitions)
+    tally = judge.tally
+    for row in verdict.rows:
+        row.over, row.under = tally.over[row.mode], tally.under[row.mode]
+    over, under = sum(tally.over.values()), sum(tally.under.values())
+    failed = False
+    if over:
+        failed = True
+        verdict.reasons.append(_over_reason(replay, judge, verdict, nodes, partitions))
+    if under:
+        if missing:
+            verdict.reasons.append(
+                f"{under} rejections look wrong, but some requests are missing from the replay, and they may be "
+                "what filled the limit: under-admission is not judged"
+            )
+        else:
+            failed = True
+            verdict.reasons.append(_under_reason(replay, judge, nodes, partitions))
+    for row in verdict.rows:
+        if row.over or (row.under and not missing):
+            row.result = FAIL
 
-    if policy.scope == GLOBAL and len(nodes) > 1 and 0 < peak_ratio < len(nodes):
-        verdict.notes.append(
-            f"the busiest window offered {peak_ratio:.1f}x the declared rate: a cluster enforcing the limit "
-            f"per node ({len(nodes)} nodes) could admit everything and still look right; offer more than "
-            f"{len(nodes)}x (raise --burst-multiplier or --steady-rps) to catch it"
-        )
+    answered = sum(r.admitted + r.limited for r in verdict.rows)
+    sent = answered + sum(r.errors for r in verdict.rows)
+    doubts: list[str] = []
+    silent = [node for node, share in verdict.availability.items() if share == 0.0]
+    if sent == 0:
+        doubts.append("no request was answered: nothing was tested")
+    elif answered < MIN_ANSWERED * sent:
+        doubts.append(f"only {answered / sent:.0%} of the requests were answered (200 or limited): little was tested")
+    if silent and sent:
+        doubts.append(f"node(s) {', '.join(silent)} answered nothing: their share of the limit was never tested")
     for rate in stage_rates(run, schedule, t0, elapsed):
         stage, achieved = rate.stage, rate.achieved
         if achieved < KEEP_UP * stage.rps:
-            verdict.reasons.append(
-                f"stage {stage.index} ({stage.mode}) sent {achieved / stage.rps:.1%} of its target "
-                f"{stage.rps:g}/s: the generator did not keep up, so the limit was not tested as declared"
+            doubts.append(
+                f"stage {stage.index} ({stage.mode}) sent {achieved / stage.rps:.1%} of its target {stage.rps:g}/s: "
+                "the generator did not keep up, so the limit was not tested as declared"
             )
-            if verdict.result == PASS:
-                verdict.result = INCONCLUSIVE
-    for incident in incidents or []:
-        verdict.reasons.append(incident + ": the counts are incomplete, so the run cannot pass")
-        if verdict.result == PASS:
-            verdict.result = INCONCLUSIVE
-    if verdict.findings and policy.strict_headers:
+    doubts.extend(f"{m}: the counts are incomplete" for m in missing)
+    # failed requests may never have reached the limiter: the load it saw was that much smaller
+    verdict.detectable, verdict.detectable_span = detectable(
+        spec, policy.scope, judge.spread, schedule, elapsed, len(nodes), partitions, answered / sent if sent else 0.0
+    )
+    if not failed and (verdict.detectable is None or verdict.detectable >= MUST_DETECT):
+        doubts.append(
+            f"this run could not tell the declared limit from {MUST_DETECT:g}x it ({verdict.detectable_text()}): a "
+            f"cluster of 2 nodes each enforcing the limit alone would have passed; offer more than "
+            f"{MUST_DETECT:g}x the limit per API key for several windows (raise --burst-multiplier or --steady-rps, "
+            "or lengthen --burst-duration)"
+        )
+    if policy.strict_headers and verdict.findings:
+        failed = True
         verdict.reasons.append(
             f"{sum(verdict.findings.values())} header findings with --strict-headers: "
             + ", ".join(f"{rule} x{n}" for rule, n in verdict.findings.items())
         )
+    if failed:
         verdict.result = FAIL
-    if any(r.result == FAIL for r in verdict.rows) or any("under-admits" in r for r in verdict.reasons):
-        verdict.result = FAIL
+        verdict.notes.extend(doubts)
+    elif doubts:
+        verdict.result = INCONCLUSIVE
+        verdict.reasons.extend(doubts)
     return verdict
+
+
+def _chosen(replay: Replay, verdict: Verdict) -> Judge:
+    """The judge whose model the verdict is about: the declared one, or for auto the best fit (fewest
+    disagreements; the first listed among equals)."""
+    candidates_ = [j for j in replay.judges if j.role == CANDIDATE]
+    if not candidates_:
+        return replay.declared
+    verdict.fits = [
+        Fit(j.spec.describe(), sum(j.tally.over.values()), sum(j.tally.under.values())) for j in candidates_
+    ]
+    best = min(candidates_, key=lambda j: j.tally.disagreements)
+    equal = [
+        j.spec.describe() for j in candidates_ if j is not best and j.tally.disagreements == best.tally.disagreements
+    ]
+    verdict.best_fit = best.spec.describe() + (f" (this load fits equally: {'; '.join(equal)})" if equal else "")
+    return best
+
+
+def _where(judge: Judge, node: int, key: int, nodes: list[str], partitions: int) -> str:
+    name = nodes[node] if 0 <= node < len(nodes) else f"#{node}"
+    return (f" for API key #{key + 1}" if partitions > 1 else "") + f" on node {name}"
+
+
+def _over_reason(replay: Replay, judge: Judge, verdict: Verdict, nodes: list[str], partitions: int) -> str:
+    tally = judge.tally
+    first = tally.first_over
+    over = sum(tally.over.values())
+    # how many times what the model could admit of the same requests, in the mode where that is most
+    factor = max(r.admitted / max(1, r.admitted - r.over) for r in verdict.rows if r.over)
+    text = (
+        f"{over} admissions more than the model allows ({judge.spec.describe()}), even at the most lenient timing: "
+        f"{factor:.2f}x what it could admit of the same requests; the first at {first.at:.3f}s"
+        f"{_where(judge, first.node, first.key, nodes, partitions)} ({first.detail}): the cluster over-admits"
+    )
+    per_node = next((j for j in replay.judges if j.role == PER_NODE_ROLE), None)
+    if per_node is not None and not sum(per_node.tally.over.values()):
+        text += f", as if each of the {len(nodes)} nodes enforced the limit alone"
+    return text
+
+
+def _under_reason(replay: Replay, judge: Judge, nodes: list[str], partitions: int) -> str:
+    tally = judge.tally
+    first = tally.first_under
+    under = sum(tally.under.values())
+    text = (
+        f"{under} requests were limited although the model ({judge.spec.describe()}) would have admitted them at "
+        f"any timing; the first at {first.at:.3f}s{_where(judge, first.node, first.key, nodes, partitions)} "
+        f"({first.detail}): the cluster under-admits"
+    )
+    variant = next((j for j in replay.judges if j.role == COUNTS_REJECTED), None)
+    if variant is not None and variant.tally.disagreements == 0:
+        text += (
+            "; its decisions fit the same limit with rejected requests counted toward it (goodput collapses under "
+            "overload): declare --limit-counts-rejected if that is intended"
+        )
+    return text
+
+
+def detectable(
+    spec: Spec,
+    scope: str,
+    spread: float,
+    schedule: Schedule,
+    elapsed: float,
+    nodes: int,
+    partitions: int,
+    answered: float = 1.0,
+) -> tuple[float | None, float | None]:
+    """The smallest factor f such that a cluster admitting f times the limit (for example f nodes each enforcing
+    it alone) would have been caught by this run's load, and over what span.
+
+    Over a span of x seconds such a cluster admits at least the load offered to a partition, capped at f times the
+    limit's rate at every moment; it is caught when that exceeds what the lenient model admits in x seconds. A
+    window sliding over a piecewise-constant rate is fullest when it starts or ends at a stage boundary.
+    """
+    share = max(1, partitions) * (nodes if scope == PER_NODE else 1)
+    pieces = [
+        (stage.start, min(stage.end, elapsed), stage.rps * answered / share)
+        for stage in schedule.stages(until=elapsed)
+        if stage.start < elapsed
+    ]
+    best: tuple[float | None, float | None] = (None, None)
+    for span in (0.999 * (spec.window - spread), *(k * spec.window for k in SPANS)):
+        if span > elapsed + 1e-9:
+            break
+        bound = spec.max_admitted(span, spread)
+        starts = {0.0, elapsed - span}
+        for start, end, _ in pieces:
+            starts.update((start, end - span))
+        for t in starts:
+            if not -1e-9 <= t <= elapsed - span + 1e-9:
+                continue
+            segments = [(min(end, t + span) - max(start, t), rate) for start, end, rate in pieces]
+            segments = [(d, rate) for d, rate in segments if d > 0]
+            factor = _least_factor(segments, spec.rate, bound)
+            if factor is not None and (best[0] is None or factor < best[0]):
+                best = (factor, span)
+    return best
+
+
+def _least_factor(segments: list[tuple[float, float]], rate: float, bound: float) -> float | None:
+    """The least f with sum(duration x min(offered rate, f x rate)) > bound, or None when even all of the offered
+    load would not exceed it."""
+    if sum(d * r for d, r in segments) <= bound:
+        return None
+    lo, hi = 0.0, max(r for _, r in segments) / rate
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if sum(d * min(r, mid * rate) for d, r in segments) > bound:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _availability(run: RunView, t0: float, nodes: list[str]) -> tuple[dict[str, float], dict[str, list[list[int]]]]:
@@ -212,18 +372,14 @@ def _availability(run: RunView, t0: float, nodes: list[str]) -> tuple[dict[str, 
     answered = dict.fromkeys(nodes, 0)
     sent = dict.fromkeys(nodes, 0)
     failing: dict[str, list[int]] = {node: [] for node in nodes}
-    per_second: dict[tuple[str, int], list[int]] = {}
-    for (second, node, _), (allowed, limited, error) in run.seconds.items():
+    for (second, node), (allowed, limited, error) in sorted(run.seconds.items()):
         if node not in sent:
             continue
         answered[node] += allowed + limited
         sent[node] += allowed + limited + error
-        mine = per_second.setdefault((node, second - int(t0)), [0, 0])
-        mine[0] += error
-        mine[1] += allowed + limited + error
-    for (node, i), (error, total) in sorted(per_second.items()):
+        total = allowed + limited + error
         if total and error / total > 0.5:
-            failing[node].append(i)
+            failing[node].append(second - int(t0))
     outages = {}
     for node, bad in failing.items():
         spans: list[list[int]] = []
@@ -234,7 +390,7 @@ def _availability(run: RunView, t0: float, nodes: list[str]) -> tuple[dict[str, 
                 spans.append([i, i + 1])
         if spans:
             outages[node] = spans
-    return {node: (answered[node] / sent[node] if sent[node] else 1.0) for node in nodes}, outages
+    return {node: (answered[node] / sent[node] if sent[node] else 0.0) for node in nodes}, outages
 
 
 def _findings_by_rule(run: RunView) -> dict[str, int]:
@@ -242,134 +398,3 @@ def _findings_by_rule(run: RunView) -> dict[str, int]:
     for (rule, _), n in sorted(run.findings.items()):
         out[rule] = out.get(rule, 0) + n
     return out
-
-
-def _series(
-    run: RunView, t0: float, seconds: int, scope: str, partitions: int
-) -> tuple[dict[Any, list[int]], dict[Any, list[int]], dict[Any, list[int]]]:
-    """Per partition group (key, or node and key): admitted, answered-or-not offered, and limited per second."""
-    admitted: dict[Any, list[int]] = {}
-    offered: dict[Any, list[int]] = {}
-    limited: dict[Any, list[int]] = {}
-    base = int(t0)
-    groups = {(key if scope == GLOBAL else (node, key)) for (_, node, key) in run.seconds} or {0}
-    for group in groups:
-        admitted[group], offered[group], limited[group] = [0] * seconds, [0] * seconds, [0] * seconds
-    for (second, node, key), (allowed, lim, err) in run.seconds.items():
-        i = second - base
-        if 0 <= i < seconds:
-            group = key if scope == GLOBAL else (node, key)
-            admitted[group][i] += allowed
-            limited[group][i] += lim
-            offered[group][i] += allowed + lim + err
-    return admitted, offered, limited
-
-
-def _prefix(values: list[int]) -> list[int]:
-    out = [0]
-    for v in values:
-        out.append(out[-1] + v)
-    return out
-
-
-def _windows(policy: Policy, t0: float, seconds: int, span: int) -> list[tuple[int, int]]:
-    """Checked windows as [start, end) second offsets into the run."""
-    if policy.algorithm == FIXED_WINDOW:
-        base = int(t0)
-        first = (base // span) * span  # windows aligned to the epoch, as fixed-window limiters count
-        out = []
-        start = first
-        while start < base + seconds:
-            out.append((max(start, base) - base, min(start + span, base + seconds) - base))
-            start += span
-        return out
-    return [(i, i + span) for i in range(seconds - span + 1)]
-
-
-def _partition(group: Any, partitions: int) -> str:
-    node, key = (None, group) if not isinstance(group, tuple) else group
-    where = f" on node {node}" if node is not None else ""
-    return (f" for API key #{key + 1}" if partitions > 1 else "") + where
-
-
-def _over_reason(
-    mode: str,
-    got: int,
-    bound: float,
-    tolerance: int,
-    n: int,
-    start: int,
-    group: Any,
-    policy: Policy,
-    nodes: list[str],
-    partitions: int,
-) -> str:
-    ratio = got / bound
-    text = (
-        f"{mode}: {got} requests admitted{_partition(group, partitions)} in the {n}s window from {start}s, "
-        f"{ratio:.1f}x the bound of {bound:g} (tolerance +{tolerance}): the cluster over-admits"
-    )
-    if policy.scope == GLOBAL and len(nodes) > 1 and abs(ratio - len(nodes)) <= 0.25 * len(nodes):
-        text += f", as if each of the {len(nodes)} nodes enforced the limit alone"
-    return text
-
-
-def _check_any_interval(
-    verdict: Verdict, policy: Policy, admitted: list[int], offered: list[int], group: Any, partitions: int
-) -> None:
-    """Token bucket: over every interval t, admitted <= burst + rate x t (O(n) with running minima)."""
-    rate = policy.rate
-    best, best_from, best_to = 0.0, 0, 0
-    low, low_at, total = 0.0, 0, 0
-    for i, got in enumerate(admitted, start=1):
-        total += got
-        level = total - rate * i
-        if level - low > best:
-            best, best_from, best_to = level - low, low_at, i
-        if level < low:
-            low, low_at = level, i
-    peak = max(offered) if offered else 0
-    tolerance = math.ceil(2 * policy.slack * peak)
-    if best > policy.burst + tolerance:
-        got = sum(admitted[best_from:best_to])
-        verdict.reasons.append(
-            f"over the {best_to - best_from}s from {best_from}s, {got} requests were admitted"
-            f"{_partition(group, partitions)}: {best:.0f} more than the rate allows, above the burst of "
-            f"{policy.burst} (tolerance +{tolerance}): the cluster over-admits"
-        )
-        verdict.result = FAIL
-
-
-def _check_under_admission(
-    verdict: Verdict,
-    policy: Policy,
-    a: list[int],
-    o: list[int],
-    lim: list[int],
-    modes: list[str],
-    span: int,
-    group: Any,
-    partitions: int,
-) -> None:
-    """Steady windows offered below the limit should (almost) never be limited.
-
-    The window right after a burst is left out: a burst may leave the bucket (or the window's count) spent, and
-    the first steady requests limited then are the limiter working, not under-admitting.
-    """
-    answered = limited = 0
-    for start in range(0, len(modes) - span + 1):
-        end = start + span
-        if BURST in modes[max(0, start - span) : end]:
-            continue
-        sent = o[end] - o[start]
-        allowed_in_window = policy.limit if policy.algorithm != TOKEN_BUCKET else policy.rate * span
-        if sent > allowed_in_window:
-            continue
-        answered += (a[end] - a[start]) + (lim[end] - lim[start])
-        limited += lim[end] - lim[start]
-    if answered and limited / answered > policy.max_limited_share:
-        verdict.reasons.append(
-            f"steady traffic offered below the limit was limited {limited / answered:.1%} of the time"
-            f"{_partition(group, partitions)} (at most {policy.max_limited_share:.1%} tolerated): "
-            "the cluster under-admits"
-        )

@@ -1,4 +1,5 @@
-from rlsuite.console import stage_rates, status_line, summary
+from rlsuite.console import status_line, summary
+from rlsuite.rates import stage_rates
 from rlsuite.schedule import Schedule
 from rlsuite.tally import RunView
 

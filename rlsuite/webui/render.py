@@ -223,16 +223,15 @@ def verdict_html(snap: dict[str, Any], lag: float = 1.0) -> str:
             r["admitted"],
             r["limited"],
             r["errors"],
-            r["max_admitted"],
-            f"{r['bound']:.0f}",
-            f"{r['ratio']:.2f}",
+            r["over"],
+            r["under"],
             r["result"].upper(),
         ]
         for r in verdict["rows"]
     ]
     parts.append(
         _table(
-            ["Mode", "Offered", "Admitted", "Limited", "Errors", "Max/window", "Bound", "Ratio", "Result"],
+            ["Mode", "Offered", "Admitted", "Limited", "Errors", "Over", "Under", "Result"],
             rows,
             1,
             "verdict",
@@ -242,8 +241,8 @@ def verdict_html(snap: dict[str, Any], lag: float = 1.0) -> str:
         parts.append('<ul class="reasons">' + "".join(f"<li>{escape(r)}</li>" for r in verdict["reasons"]) + "</ul>")
     findings = ", ".join(f"{rule} x{n}" for rule, n in verdict.get("findings", {}).items()) or "none"
     details = [
-        ("Tolerance", verdict.get("tolerance", "")),
-        ("Excluded", verdict.get("excluded", "")),
+        ("Detectable", verdict.get("detectable_text", "")),
+        ("Timing", verdict.get("timing", "")),
         ("Header findings", findings),
         ("Advertised by the target", "; ".join(verdict.get("advertised", [])) or "nothing"),
         *(("Note", note) for note in verdict.get("notes", [])),

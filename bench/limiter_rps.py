@@ -16,17 +16,20 @@ import re
 import selectors
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# the tests' helpers: one free_port (bench/run.py uses it from here too) and one redis-server launcher
+from tests.support import RedisServer, free_port  # noqa: E402, F401
+
 HIGH = ["--limit", "1000000000", "--window", "1"]
 LOW = ["--limit", "1", "--window", "3600"]  # first request admitted, the rest limited
 
@@ -63,12 +66,6 @@ def cpus() -> tuple[list[str], list[str]]:
     return [], []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -81,26 +78,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def redis_server(pin: list[str]) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*pin, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # bounded wait for PING
-            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("bench: redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(proc)
+    with RedisServer(prefix=pin) as server:
+        yield server.url
 
 
 @contextmanager

@@ -4,8 +4,10 @@
     python -m demolimiter node [--port 8081] [--node-name NAME] [COMMON]                # one node (containers)
     COMMON: [--host 127.0.0.1] [--backend memory|redis] [--redis-url redis://127.0.0.1:6379/0]
             [--redis-failure open|closed] [--redis-timeout 0.5] [--redis-prefix demolimiter]
-            [--algorithm token-bucket|fixed-window] [--limit 100] [--window 1] [--burst N]
-            [--key-header X-Api-Key] [--scope global|per-node] [--no-retry-after]
+            [--algorithm token-bucket|fixed-window|sliding-log|sliding-window-counter|leaky-bucket]
+            [--limit 100] [--window 1] [--burst N] [--window-alignment epoch|first-request] [--nodelay]
+            [--key-header X-Api-Key] [--no-retry-after]
+            broken on purpose: [--scope per-node] [--race [--race-delay 0.002]] [--counts-rejected]
 
 Once every node listens, one line goes to stdout: ``READY http://127.0.0.1:P1,http://127.0.0.1:P2,...``.
 Bad input: one line on stderr naming the option and the fix, exit 2.
@@ -55,6 +57,16 @@ def seconds(text: str) -> float:
     return value
 
 
+def delay_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; give a number of seconds >= 0, e.g. 0.002")
+    return value
+
+
 def common(p: Parser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument(
@@ -77,14 +89,35 @@ def common(p: Parser) -> None:
         help="seconds without a redis reply before the connection is dropped (default 0.5)",
     )
     p.add_argument("--redis-prefix", default="demolimiter", help="key prefix in redis")
-    p.add_argument("--algorithm", choices=tuple(ALGORITHMS), default="token-bucket")
+    p.add_argument(
+        "--algorithm",
+        choices=tuple(ALGORITHMS),
+        default="token-bucket",
+        help="token-bucket (default), fixed-window, sliding-log (exact: at most --limit in any --window-long span), "
+        "sliding-window-counter (current + floor(previous x unelapsed fraction) of epoch-aligned windows) or "
+        "leaky-bucket (nginx limit_req: rate --limit/--window, --burst queued)",
+    )
     p.add_argument("--limit", type=integer(1), default=100, help="requests per window (default 100)")
     p.add_argument("--window", type=seconds, default=1.0, help="window in seconds (default 1)")
     p.add_argument(
         "--burst",
-        type=integer(1),
+        type=integer(0),
         default=None,
-        help="token bucket capacity (default: --limit); fixed window ignores it",
+        help="token bucket: capacity (default --limit, at least 1); leaky bucket: nginx's burst, how many requests "
+        "beyond the rate may wait (or, with --nodelay, pass at once) (default 0); the window algorithms ignore it",
+    )
+    p.add_argument(
+        "--window-alignment",
+        choices=("epoch", "first-request"),
+        default=None,
+        help="fixed window only: epoch (default) aligns windows to the Unix epoch; first-request opens a key's "
+        "window at its first request after the last one ended, for --window seconds (Redis INCR + EXPIRE)",
+    )
+    p.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="leaky bucket only: answer admitted requests at once, like nginx's nodelay (default: as nginx, "
+        "answer a request admitted into the burst after (excess - 1) / rate seconds)",
     )
     p.add_argument("--key-header", default="X-Api-Key", help="request header that partitions the limit")
     p.add_argument(
@@ -92,6 +125,25 @@ def common(p: Parser) -> None:
         choices=("global", "per-node"),
         default="global",
         help="per-node: each node limits alone (deliberately broken: N nodes admit N x the limit)",
+    )
+    p.add_argument(
+        "--race",
+        action="store_true",
+        help="deliberately broken: read a key's state, wait --race-delay, then write it back (redis: GET, Python, "
+        "SET), so concurrent requests lose each other's updates and the cluster admits more than the limit; "
+        "one request at a time is still limited correctly",
+    )
+    p.add_argument(
+        "--race-delay",
+        type=delay_seconds,
+        default=None,
+        help="with --race: seconds between reading and writing a key's state (default 0.002)",
+    )
+    p.add_argument(
+        "--counts-rejected",
+        action="store_true",
+        help="deliberately broken: rejected requests count toward the limit too (HAProxy track-sc before deny), so "
+        "goodput collapses under overload; with fixed-window only the count changes, admissions do not",
     )
     p.add_argument(
         "--no-retry-after",
@@ -112,7 +164,8 @@ def cluster_parser() -> Parser:
         "--base-port",
         type=integer(0, 65535),
         default=8081,
-        help="node i listens on base+i (default 8081); 0 = ephemeral ports",
+        help="the first node listens on the base port itself and node i (counting from 0) on base + i "
+        "(default 8081: 8081, 8082, ...); 0 = ephemeral ports",
     )
     p.add_argument("--node-names", default=None, help="comma-separated node labels (default host:port)")
     common(p)
@@ -137,10 +190,24 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         parse_redis_url(ns.redis_url)
     if not ns.redis_prefix or any(c.isspace() for c in ns.redis_prefix):
         raise UsageError("--redis-prefix: must be non-empty without spaces; e.g. demolimiter")
+    algorithm = ns.algorithm
     burst = ns.burst
-    if burst is not None and ns.algorithm == "fixed-window":
-        print("demolimiter: note: --burst has no effect with --algorithm fixed-window", file=sys.stderr)
+    if burst == 0 and algorithm != "leaky-bucket":
+        raise UsageError(
+            "--burst: 0 is only meaningful with --algorithm leaky-bucket; give a bucket capacity of at least 1"
+        )
+    if burst is not None and algorithm not in ("token-bucket", "leaky-bucket"):
+        print(f"demolimiter: note: --burst has no effect with --algorithm {algorithm}", file=sys.stderr)
         burst = None
+    if ns.window_alignment is not None and algorithm != "fixed-window":
+        raise UsageError(
+            f"--window-alignment: only --algorithm fixed-window has one ({algorithm} does not); "
+            "drop --window-alignment or add --algorithm fixed-window"
+        )
+    if ns.nodelay and algorithm != "leaky-bucket":
+        raise UsageError("--nodelay: only --algorithm leaky-bucket delays requests; add --algorithm leaky-bucket")
+    if ns.race_delay is not None and not ns.race:
+        raise UsageError("--race-delay: only used with --race; add --race or drop --race-delay")
     return Settings(
         host=ns.host,
         backend=ns.backend,
@@ -148,13 +215,18 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         redis_failure=ns.redis_failure,
         redis_timeout=ns.redis_timeout,
         redis_prefix=ns.redis_prefix,
-        algorithm=ns.algorithm,
+        algorithm=algorithm,
         limit=ns.limit,
         window=ns.window,
         burst=burst,
         key_header=header,
         scope=ns.scope,
         retry_after=ns.retry_after,
+        window_alignment=ns.window_alignment or "epoch",
+        nodelay=ns.nodelay,
+        race=ns.race,
+        race_delay=0.002 if ns.race_delay is None else ns.race_delay,
+        counts_rejected=ns.counts_rejected,
     )
 
 

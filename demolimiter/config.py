@@ -36,10 +36,21 @@ class Settings:
     key_header: str = "X-Api-Key"
     scope: str = "global"
     retry_after: bool = True
+    window_alignment: str = "epoch"  # fixed window: "epoch" or "first-request"
+    nodelay: bool = False  # leaky bucket: answer admitted requests at once instead of delaying them
+    race: bool = False  # deliberately broken: read, yield race_delay seconds, write back (lost updates)
+    race_delay: float = 0.002
+    counts_rejected: bool = False  # deliberately broken: rejected requests also count toward the limit
 
     @property
     def capacity(self) -> int:
+        """Token bucket capacity."""
         return self.burst if self.burst is not None else self.limit
+
+    @property
+    def quota(self) -> int:
+        """RateLimit-Policy's q: --limit, or for the leaky bucket burst + 1 (what passes back to back)."""
+        return (self.burst or 0) + 1 if self.algorithm == "leaky-bucket" else self.limit
 
     def node_args(self) -> list[str]:
         """The options that make a ``node`` subprocess behave exactly like these settings."""
@@ -71,6 +82,14 @@ class Settings:
             args += ["--burst", str(self.burst)]
         if not self.retry_after:
             args.append("--no-retry-after")
+        if self.algorithm == "fixed-window" and self.window_alignment != "epoch":
+            args += ["--window-alignment", self.window_alignment]
+        if self.nodelay:
+            args.append("--nodelay")
+        if self.race:
+            args += ["--race", "--race-delay", repr(self.race_delay)]
+        if self.counts_rejected:
+            args.append("--counts-rejected")
         return args
 
 

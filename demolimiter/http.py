@@ -1,8 +1,8 @@
 """HTTP/1.1 server protocol: a minimal hand-written parser (GET/HEAD/POST, keep-alive, pipelining).
 
 Written for throughput on one core: the header block is lower-cased once (length-preserving for bytes) and
-searched with ``bytes.find``; responses are single ``bytes %`` formats; a deferred limiter answer (redis)
-is a plain callback, not a Task.
+searched with ``bytes.find``; responses are single ``bytes %`` formats; a deferred limiter answer (redis, a
+delayed leaky-bucket admission, --race) is a plain callback, not a Task.
 """
 
 from __future__ import annotations

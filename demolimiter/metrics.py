@@ -28,7 +28,7 @@ class Metrics:
         if settings.backend == "redis":
             self.shown.append(REDIS_ERROR_OPEN if settings.redis_failure == "open" else REDIS_ERROR_CLOSED)
         s = settings
-        burst = s.capacity if s.algorithm == "token-bucket" else s.limit
+        burst = s.capacity if s.algorithm == "token-bucket" else s.quota
         n = f'node="{label(node)}"'
         info = (
             f'{n},backend="{s.backend}",algorithm="{s.algorithm}",scope="{s.scope}",limit="{s.limit}",'
@@ -48,7 +48,8 @@ class Metrics:
             "# HELP demolimiter_limit_window_seconds Configured window length in seconds.\n"
             "# TYPE demolimiter_limit_window_seconds gauge\n"
             f"demolimiter_limit_window_seconds{{{n}}} {format_window(s.window)}\n"
-            "# HELP demolimiter_limit_burst Configured bucket capacity (token bucket) or limit (fixed window).\n"
+            "# HELP demolimiter_limit_burst Requests admissible back to back: bucket capacity (token bucket), "
+            "burst + 1 (leaky bucket) or limit (window algorithms).\n"
             "# TYPE demolimiter_limit_burst gauge\n"
             f"demolimiter_limit_burst{{{n}}} {burst}\n"
         )

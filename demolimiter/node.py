@@ -36,4 +36,4 @@ class Node:
         self.counts = self.metrics.counts
         self.key_marker = b"\r\n" + settings.key_header.lower().encode() + b":"
         self.retry_after = settings.retry_after
-        self.policy = policy_line(settings.limit, settings.window)
+        self.policy = policy_line(settings.quota, settings.window)

@@ -4,31 +4,49 @@ Clock: the scripts read the redis server's ``TIME`` (wall clock, Unix epoch), so
 (different containers or hosts with drifting clocks) judges a key against one clock; window alignment is
 ``floor(TIME / window)`` as in the memory backend. Tests pass an explicit ``now`` as the last ARGV to compare
 the Lua arithmetic with ``algorithms`` without sleeping.
+
+``--race`` (deliberately broken) skips the scripts: GET the key's state (a string of floats), decide with
+``algorithms`` in Python on the node's own clock, wait ``--race-delay``, then a plain SET, so concurrent requests
+on different nodes overwrite each other's updates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import sys
 from collections.abc import Callable
 
 from . import resp
+from .algorithms import State, Verdict, create
 from .config import RedisUrl, Settings, parse_redis_url
-from .decision import CLOSED, OPEN, Decision, from_micros
+from .decision import CLOSED, OPEN, Decision, from_micros, from_verdict
 
-# Same arithmetic as algorithms.TokenBucket. Hash fields: tk = tokens, ts = last refill time.
+
+def _script(params: list[str], body: str) -> bytes:
+    """A Lua script: ``params`` are the numbers in ARGV; an explicit ``now`` (tests) may follow, else redis TIME."""
+    head = [f"local {name} = tonumber(ARGV[{i}])" for i, name in enumerate(params, 1)]
+    head += [
+        f"local now = tonumber(ARGV[{len(params) + 1}])",
+        "if not now then",
+        "  local t = redis.call('TIME')",
+        "  now = tonumber(t[1]) + tonumber(t[2]) / 1000000",
+        "end",
+        "local eps = 1e-9",
+        "local function f(x) return string.format('%.17g', x) end",
+    ]
+    return ("\n".join(head) + body).encode()
+
+
+# Every script returns {allowed, remaining, reset us, retry-after us, delay us}; cr = --counts-rejected (1 or 0).
 # Floats are stored with %.17g: Lua's default tostring keeps 14 digits, which would round the timestamp.
-TOKEN_BUCKET = b"""
-local rate = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local eps = 1e-9
+
+# algorithms.TokenBucket. Hash fields: tk = tokens, ts = last update.
+TOKEN_BUCKET = _script(
+    ["rate", "cap", "ttl", "cr"],
+    """
 local st = redis.call('HMGET', KEYS[1], 'tk', 'ts')
 local tokens = cap
 if st[1] then
@@ -40,56 +58,211 @@ if tokens >= 1 - eps then
   allowed = 1
   tokens = math.max(0, tokens - 1)
 else
+  if cr == 1 then tokens = math.max(-cap, tokens - 1) end
   retry = (1 - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tk', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local whole = math.floor(tokens + eps)
+redis.call('HSET', KEYS[1], 'tk', f(tokens), 'ts', f(now))
+redis.call('PEXPIRE', KEYS[1], ttl)
+local whole = math.max(0, math.floor(tokens + eps))
 local reset = 0
 if tokens < cap - eps then reset = (whole + 1 - tokens) / rate end
-return {allowed, whole, math.ceil(reset * 1000000), math.ceil(retry * 1000000)}
-"""
+return {allowed, whole, math.ceil(reset * 1000000), math.ceil(retry * 1000000), 0}
+""",
+)
 
-# Same arithmetic as algorithms.FixedWindow. Hash fields: w = window index, n = admitted in that window.
-FIXED_WINDOW = b"""
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local index = math.floor(now / window)
-local reset = math.ceil(((index + 1) * window - now) * 1000000)
+# algorithms.FixedWindow. Hash fields: w = window index (epoch) or window start (first = 1), n = count.
+FIXED_WINDOW = _script(
+    ["limit", "window", "ttl", "cr", "first"],
+    """
 local st = redis.call('HMGET', KEYS[1], 'w', 'n')
+local w
 local n = 0
-if st[1] and tonumber(st[1]) == index then n = tonumber(st[2]) end
-if n < limit then
-  redis.call('HSET', KEYS[1], 'w', string.format('%.17g', index), 'n', n + 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return {1, limit - n - 1, reset, 0}
+local stop
+if first == 1 then
+  w = now
+  if st[1] and now < tonumber(st[1]) + window then
+    w = tonumber(st[1])
+    n = tonumber(st[2])
+  end
+  stop = w + window
+else
+  w = math.floor(now / window)
+  if st[1] and tonumber(st[1]) == w then n = tonumber(st[2]) end
+  stop = (w + 1) * window
 end
-return {0, 0, reset, reset}
-"""
+local allowed = 0
+if n < limit then allowed = 1 end
+if allowed == 1 or cr == 1 then
+  n = n + 1
+  redis.call('HSET', KEYS[1], 'w', f(w), 'n', n)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local reset = math.ceil((stop - now) * 1000000)
+local retry = 0
+if allowed == 0 then retry = reset end
+return {allowed, math.max(0, limit - n), reset, retry, 0}
+""",
+)
+
+# algorithms.SlidingLog. A list of logged times, oldest first, at most limit long; expired ones popped from the head.
+SLIDING_LOG = _script(
+    ["limit", "window", "ttl", "cr"],
+    """
+local cutoff = now - window
+local n = redis.call('LLEN', KEYS[1])
+while n > 0 and tonumber(redis.call('LINDEX', KEYS[1], 0)) <= cutoff do
+  redis.call('LPOP', KEYS[1])
+  n = n - 1
+end
+local allowed = 0
+if n < limit then allowed = 1 end
+if allowed == 1 or cr == 1 then
+  redis.call('RPUSH', KEYS[1], f(now))
+  n = n + 1
+  if n > limit then
+    redis.call('LPOP', KEYS[1])
+    n = n - 1
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local reset = 0
+if n > 0 then reset = tonumber(redis.call('LINDEX', KEYS[1], 0)) + window - now end
+local retry = 0
+if allowed == 0 then retry = reset end
+return {allowed, limit - n, math.ceil(reset * 1000000), math.ceil(retry * 1000000), 0}
+""",
+)
+
+# algorithms.SlidingWindowCounter. Hash fields: w = window index, c = current count, p = previous count.
+SLIDING_WINDOW_COUNTER = _script(
+    ["limit", "window", "ttl", "cr"],
+    """
+local index = math.floor(now / window)
+local st = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
+local cur = 0
+local prev = 0
+if st[1] then
+  local w = tonumber(st[1])
+  if w == index then
+    cur = tonumber(st[2])
+    prev = tonumber(st[3])
+  elseif w == index - 1 then
+    prev = tonumber(st[2])
+  end
+end
+local elapsed = now - index * window
+local weighted = math.floor(prev * (window - elapsed) / window + eps)
+local allowed = 0
+if cur + weighted < limit then allowed = 1 end
+if allowed == 1 or cr == 1 then
+  cur = cur + 1
+  redis.call('HSET', KEYS[1], 'w', f(index), 'c', cur, 'p', prev)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local function until_below(target)
+  if cur + weighted < target then return 0 end
+  if cur < target then return math.max(0, window * (1 - (target - cur) / prev) - elapsed) end
+  return window - elapsed + window * (1 - target / cur)
+end
+local estimate = cur + weighted
+local reset = 0
+if estimate ~= 0 then reset = until_below(math.min(estimate, limit)) end
+local retry = 0
+if allowed == 0 then retry = until_below(limit) end
+return {allowed, math.max(0, limit - estimate), math.ceil(reset * 1000000), math.ceil(retry * 1000000), 0}
+""",
+)
+
+# algorithms.LeakyBucket. Hash fields: ex = excess (requests), ts = last update.
+LEAKY_BUCKET = _script(
+    ["rate", "burst", "ttl", "cr", "nodelay"],
+    """
+local st = redis.call('HMGET', KEYS[1], 'ex', 'ts')
+local excess = 0
+local last = now
+if st[1] then
+  excess = tonumber(st[1])
+  last = tonumber(st[2])
+end
+excess = math.max(0, excess - math.max(0, now - last) * rate) + 1
+local allowed = 0
+local delay = 0
+if excess > burst + 1 + eps then
+  if cr == 1 then
+    excess = math.min(excess, 2 * (burst + 1))
+    redis.call('HSET', KEYS[1], 'ex', f(excess), 'ts', f(now))
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  else
+    excess = excess - 1
+  end
+else
+  allowed = 1
+  redis.call('HSET', KEYS[1], 'ex', f(excess), 'ts', f(now))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if nodelay == 0 and excess > 1 + eps then delay = (excess - 1) / rate end
+end
+local remaining = math.max(0, math.floor(burst + 1 - excess + eps))
+local reset = math.max(0, (excess - (burst - remaining)) / rate)
+local retry = 0
+if allowed == 0 then retry = (excess - burst) / rate end
+return {allowed, remaining, math.ceil(reset * 1000000), math.ceil(retry * 1000000), math.ceil(delay * 1000000)}
+""",
+)
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
 
 
+def ttl_ms(settings: Settings) -> int:
+    """How long a key's state matters after its last write (then it equals a fresh key's), plus a second."""
+    s = settings
+    rate = s.limit / s.window
+    if s.algorithm == "token-bucket":
+        seconds = s.capacity * (2 if s.counts_rejected else 1) / rate  # a full bucket carries no information
+    elif s.algorithm == "leaky-bucket":
+        seconds = 2 * ((s.burst or 0) + 1) / rate
+    elif s.algorithm == "sliding-window-counter":
+        seconds = 2 * s.window
+    else:
+        seconds = s.window
+    return math.ceil(seconds * 1000) + 1000
+
+
 def script_for(settings: Settings) -> tuple[bytes, list[str]]:
     """The Lua source and its ARGV (without ``now``) for these settings."""
-    if settings.algorithm == "token-bucket":
-        rate = settings.limit / settings.window
-        ttl_ms = int(settings.capacity / rate * 1000) + 1000  # a full bucket carries no information
-        return TOKEN_BUCKET, [repr(rate), str(settings.capacity), str(ttl_ms)]
-    ttl_ms = int(settings.window * 1000) + 1000
-    return FIXED_WINDOW, [str(settings.limit), repr(settings.window), str(ttl_ms)]
+    s = settings
+    ttl = str(ttl_ms(s))
+    cr = "1" if s.counts_rejected else "0"
+    if s.algorithm == "token-bucket":
+        return TOKEN_BUCKET, [repr(s.limit / s.window), str(s.capacity), ttl, cr]
+    if s.algorithm == "fixed-window":
+        first = "1" if s.window_alignment == "first-request" else "0"
+        return FIXED_WINDOW, [str(s.limit), repr(s.window), ttl, cr, first]
+    if s.algorithm == "sliding-log":
+        return SLIDING_LOG, [str(s.limit), repr(s.window), ttl, cr]
+    if s.algorithm == "sliding-window-counter":
+        return SLIDING_WINDOW_COUNTER, [str(s.limit), repr(s.window), ttl, cr]
+    if s.algorithm == "leaky-bucket":
+        return LEAKY_BUCKET, [repr(s.limit / s.window), str(s.burst or 0), ttl, cr, "1" if s.nodelay else "0"]
+    raise ValueError(f"unknown algorithm {s.algorithm!r}")
 
 
 def key_prefix(settings: Settings, node: str) -> bytes:
     # per-node scope puts the node name in the key: each node then enforces the limit alone (the broken setting).
     scope = "g" if settings.scope == "global" else f"n:{node}"
-    return f"{settings.redis_prefix}:{settings.algorithm}:{scope}:".encode()
+    # Variants whose stored state differs get keys of their own: a restart with other options starts afresh.
+    variant = ":first-request" if settings.window_alignment == "first-request" else ""
+    variant += ":race" if settings.race else ""
+    return f"{settings.redis_prefix}:{settings.algorithm}{variant}:{scope}:".encode()
+
+
+def encode_state(st: State) -> bytes:
+    """A state list as the string value --race keeps in redis (repr round-trips every float)."""
+    return ",".join(repr(float(x)) for x in st).encode()
+
+
+def decode_state(raw: bytes) -> list[float]:
+    return [float(x) for x in raw.split(b",")] if raw else []
 
 
 class RedisLimiter:
@@ -110,6 +283,11 @@ class RedisLimiter:
         self.watchdog: asyncio.TimerHandle | None = None
         self.closing = False
         self.warned = False
+        if settings.race:
+            self.algorithm = create(settings)
+            self.race_delay = settings.race_delay
+            self.px = str(ttl_ms(settings)).encode()
+            self.check = self._check_racy  # type: ignore[method-assign]
 
     @property
     def up(self) -> bool:
@@ -126,7 +304,12 @@ class RedisLimiter:
 
     def _reply(self, reply: resp.Reply, cmd: bytes, done: Callable[[Decision], None], retry: bool) -> None:
         if type(reply) is list:
-            done(from_micros(*reply))
+            allowed, remaining, reset_us, retry_us, delay_us = reply
+            decision = from_micros(allowed, remaining, reset_us, retry_us)
+            if delay_us > 0:  # leaky bucket without --nodelay: admitted, answered later
+                asyncio.get_running_loop().call_later(delay_us / 1e6, done, decision)
+            else:
+                done(decision)
             return
         conn = self.conn
         if retry and isinstance(reply, resp.RespError) and str(reply).startswith("NOSCRIPT") and self.up:
@@ -137,6 +320,49 @@ class RedisLimiter:
         if isinstance(reply, resp.RespError):
             self._warn(f"redis error: {reply}")
         done(self.failure)
+
+    # --race: GET, decide in Python, yield, plain SET (deliberately not atomic)
+
+    def _check_racy(self, key: bytes, done: Callable[[Decision], None]) -> Decision | None:
+        conn = self.conn
+        if conn is None or not conn.alive:
+            return self.failure
+        k = self.prefix + key
+        conn.send(resp.encode(b"GET", k), lambda reply: self._racy_read(k, reply, done))
+        return None
+
+    def _racy_read(self, k: bytes, reply: resp.Reply, done: Callable[[Decision], None]) -> None:
+        if reply is not None and not isinstance(reply, bytes):
+            if isinstance(reply, resp.RespError):
+                self._warn(f"redis error: {reply}")
+            done(self.failure)
+            return
+        algorithm = self.algorithm
+        now = algorithm.clock()
+        try:
+            st = algorithm.fresh(now) if reply is None else algorithm.load(decode_state(reply))
+        except ValueError:  # not ours (or mangled): start afresh rather than break the connection's reply stream
+            st = algorithm.fresh(now)
+        v = algorithm.step(st, now)
+        asyncio.get_running_loop().call_later(self.race_delay, self._racy_write, k, st, v, done)
+
+    def _racy_write(self, k: bytes, st: State, v: Verdict, done: Callable[[Decision], None]) -> None:
+        conn = self.conn
+        if conn is None or not conn.alive:
+            done(self.failure)
+            return
+        cmd = resp.encode(b"SET", k, encode_state(st), b"PX", self.px)
+        conn.send(cmd, lambda reply: self._racy_written(reply, v, done))
+
+    def _racy_written(self, reply: resp.Reply, v: Verdict, done: Callable[[Decision], None]) -> None:
+        if reply != b"OK":
+            if isinstance(reply, resp.RespError):
+                self._warn(f"redis error: {reply}")
+            done(self.failure)
+        elif v.delay:
+            asyncio.get_running_loop().call_later(v.delay, done, from_verdict(v))
+        else:
+            done(from_verdict(v))
 
     # connection management
 

@@ -124,8 +124,9 @@ class Policy:
         return self.spec.algorithm == FIXED_WINDOW and self.spec.alignment == EPOCH
 
     def describe(self) -> str:
-        model = "auto: every model fitted" if self.auto else self.spec.describe()
-        return f"{self.spec.limit} requests per {self.spec.window:g}s ({model}; {self.scope})"
+        if self.auto:
+            return f"auto: every model fitted to {self.spec.limit} per {self.spec.window:g}s; {self.scope}"
+        return f"{self.spec.describe()}; {self.scope}"
 
 
 def from_options(opts: Any) -> Policy | None:

@@ -1,10 +1,13 @@
-"""Real processes for the tests: the demo cluster, redis-server and locust, all on 127.0.0.1, stopped by PID."""
+"""The tests' one set of helpers: the parts a test needs, ports and polling, and real processes (the demo cluster,
+redis-server and locust), all on 127.0.0.1, stopped by PID."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,22 +15,121 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from demolimiter import resp
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfiles" / "ratelimit.py"
 LOCUST = [sys.executable, "-m", "locust"]
+T = TypeVar("T")
+
+# --- the parts a test needs ---------------------------------------------------------------------------------------
+
+REQUIRE_ALL = "RLSUITE_REQUIRE_ALL"  # =1 (set by .ci/run): a missing part fails the test instead of skipping it
+_MISSING = " is missing: "  # the skip reason: "<part> is missing: <how to install it>" (see missing_part)
+
+# How to get each part; .ci/run installs the Debian packages, scripts/setup the Python ones (pip install -e '.[dev]').
+INSTALL_REDIS = "apt-get install redis-server (.ci/run installs it)"
+INSTALL_PROMETHEUS = "apt-get install prometheus (.ci/run installs it)"
+INSTALL_COMPOSE = "apt-get install docker-compose (.ci/run installs it)"
+INSTALL_CHROMIUM = "apt-get install chromium fonts-liberation (.ci/run installs it)"
+INSTALL_NGINX = "apt-get install nginx (.ci/run installs it)"
+INSTALL_WRK = "apt-get install wrk (.ci/run installs it)"
+INSTALL_DEV = "pip install -e '.[dev]' (scripts/setup installs it)"
+
+
+def require_all() -> bool:
+    return os.environ.get(REQUIRE_ALL) == "1"
+
+
+def require(part: str, available: bool, how: str) -> None:
+    """Skip the test when ``part`` is not ``available`` (saying ``how`` to install it); with RLSUITE_REQUIRE_ALL=1
+    (CI) fail it instead, so that CI cannot pass by skipping what it was meant to run."""
+    __tracebackhide__ = True  # reported at the test's line, not here
+    if available:
+        return
+    if require_all():
+        pytest.fail(f"{part} is required ({REQUIRE_ALL}=1) but missing: {how}", pytrace=False)
+    pytest.skip(f"{part}{_MISSING}{how}")
+
+
+def need_command(name: str, how: str, *also: str) -> str:
+    """The path of program ``name`` (on PATH, else the first of the paths ``also`` that exists), see require()."""
+    __tracebackhide__ = True
+    found = shutil.which(name) or next((path for path in also if os.path.exists(path)), None)
+    require(name, found is not None, how)
+    assert found is not None
+    return found
+
+
+def need_module(name: str, how: str) -> ModuleType:
+    """The imported module ``name``, see require()."""
+    __tracebackhide__ = True
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        module = None
+    require(name, module is not None, how)
+    assert module is not None
+    return module
+
+
+def missing_part(reason: str) -> str | None:
+    """The part a skip reason written by require() names; None for any other skip."""
+    part, sep, _how = reason.removeprefix("Skipped: ").partition(_MISSING)
+    return part if sep and part and " " not in part else None
+
+
+def missing_parts_line(reasons: Iterable[str]) -> str | None:
+    """One line counting the tests skipped for missing parts, by part; None when there were none."""
+    parts = Counter(part for reason in reasons if (part := missing_part(reason)))
+    if not parts:
+        return None
+    total = sum(parts.values())
+    counts = ", ".join(f"{part} x{n}" for part, n in parts.most_common())
+    tests = "test" if total == 1 else "tests"
+    return f"rlsuite: {total} {tests} skipped for missing parts ({counts}); {REQUIRE_ALL}=1 makes them fail"
+
+
+# --- ports and polling --------------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(port: int, timeout: float = 1) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy, and return that (for conditions that have no event to
+    await, e.g. a reconnect; every wait ends as soon as it can, bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
+        time.sleep(step)
 
 
 class Proc:
@@ -143,27 +245,81 @@ def demo_cluster(*args: str) -> Iterator[Cluster]:
         yield Cluster(urls, proc)
 
 
-REDIS_PROCS: dict[str, Proc] = {}  # url -> the redis-server process, for tests that take redis down
+class RedisServer:
+    """A private redis-server on 127.0.0.1 (on ``port``, else a free one), no persistence, stopped by PID; ready when
+    constructed. ``prefix`` goes before the command (e.g. ``taskset -c 1``). Tests that need one take the
+    ``redis_available`` fixture (tests/conftest.py) first."""
+
+    def __init__(self, port: int | None = None, prefix: Iterable[str] = ()) -> None:
+        self.port = port or free_port()
+        self.proc = Proc(
+            [
+                *prefix,
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+        )
+        try:
+            self.proc.wait_for(r"Ready to accept connections", timeout=20)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *args: bytes | str | int | float) -> resp.Reply:
+        """One command over a fresh connection; its reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(resp.encode(*args))
+            buf = b""
+            while True:
+                buf += s.recv(65536)
+                try:
+                    return resp.parse(buf, 0)[0]
+                except resp._Incomplete:
+                    continue
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING") == b"PONG"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    port = free_port()
-    proc = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    url = f"redis://127.0.0.1:{port}/0"
-    REDIS_PROCS[url] = proc
-    try:
-        with running(proc):
-            proc.wait_for(r"Ready to accept connections", timeout=20)
-            yield url
-    finally:
-        REDIS_PROCS.pop(url, None)
+    """The URL of a RedisServer, for tests that only hand it to the limiter."""
+    with RedisServer() as server:
+        yield server.url
+
+
+def metrics_page(url: str) -> tuple[str, str]:
+    """The text of a Prometheus endpoint and its Content-Type."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode(), response.headers.get("Content-Type", "")
 
 
 def scrape(url: str, name: str | None = None) -> list:
     """Samples from a Prometheus endpoint (optionally only those of metric sample ``name``)."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+    text, _content_type = metrics_page(url)
     samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
     return [s for s in samples if name is None or s.name == name]
 

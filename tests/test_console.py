@@ -10,7 +10,7 @@ SCHEDULE = Schedule(10, 3, 4, 2, run_time=6)  # steady 0-4 at 10/s, burst 4-6 at
 def run_with(per_second):
     run = RunView(1)
     for i, n in enumerate(per_second):
-        run.seconds[(T0 + i, "n1:80", 0)] = [n, 0, 0]
+        run.seconds[(T0 + i, "n1:80")] = [n, 0, 0]
         mode = "burst" if 4 <= i < 6 else "steady"
         run.requests[(mode, "allowed", "n1:80")] = run.requests.get((mode, "allowed", "n1:80"), 0) + n
     return run

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import math
 import os
+import random
 import re
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,22 +17,31 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from demolimiter import resp
-from demolimiter.algorithms import FixedWindow, TokenBucket
-from demolimiter.cli import main
+from demolimiter.algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    FixedWindow,
+    LeakyBucket,
+    SlidingLog,
+    SlidingWindowCounter,
+    TokenBucket,
+    create,
+)
+from demolimiter.cli import main, node_parser, settings_from
 from demolimiter.config import Settings
-from demolimiter.decision import ADMITTED, LIMITED, from_verdict
+from demolimiter.decision import ADMITTED, LIMITED, Decision, from_verdict
 from demolimiter.headers import ceil_seconds, format_window, policy, ratelimit, ratelimit_line
-from demolimiter.redis_backend import script_for
+from demolimiter.memory import MemoryLimiter
+from demolimiter.redis_backend import decode_state, encode_state, script_for
+from tests.support import RedisServer, free_port, metrics_page, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 STARTUP = 15.0  # seconds allowed for READY (generous for a loaded CI machine; normally ~0.3 s)
 
 
@@ -44,24 +54,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
-    """Poll ``cond`` (bounded) for conditions that have no event to await, e.g. a reconnect."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -162,29 +154,13 @@ def burst_in_one_window(c: Client, n: int, window: float) -> Counter[int]:
     raise AssertionError("every attempt crossed a window boundary")
 
 
-SAMPLE = re.compile(r"^([a-z_]+)\{([^}]*)\} (\S+)$")
-
-
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        r = conn.getresponse()
-        assert r.status == 200
-        assert r.getheader("Content-Type", "").startswith("text/plain; version=0.0.4")
-        text = r.read().decode()
-    finally:
-        conn.close()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            assert re.match(r"^# (HELP|TYPE) demolimiter_\w+ ", line), line
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"bad sample line {line!r}"
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
+    """A node's /metrics by (sample name, labels): the text format (checked), demolimiter_* families only."""
+    text, content_type = metrics_page(f"http://127.0.0.1:{port}/metrics")
+    assert content_type.startswith("text/plain; version=0.0.4"), content_type
+    families = list(text_string_to_metric_families(text))
+    assert all(f.name.startswith("demolimiter_") for f in families), [f.name for f in families]
+    return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
 
 
 def decisions(ports: list[int]) -> Counter[str]:
@@ -196,55 +172,13 @@ def decisions(ports: list[int]) -> Counter[str]:
     return total
 
 
-class RedisServer:
-    """A private redis-server on a free port, stopped by PID."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.ping, 10, "redis-server to answer PING")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self, *args: bytes | str | int | float) -> resp.Reply:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(resp.encode(*args))
-            buf = b""
-            while True:
-                buf += s.recv(65536)
-                try:
-                    return resp.parse(buf, 0)[0]
-                except resp._Incomplete:
-                    continue
-
-    def ping(self) -> bool:
-        try:
-            return self.command("PING") == b"PONG"
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+needs_redis = pytest.mark.usefixtures("redis_available")  # tests/conftest.py: skips, or fails in CI
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer()
-    yield server
-    server.stop()
+def redis_server(redis_available: None) -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
 
 
 # ---------------------------------------------------------------- algorithms (injected clock, no sleeps)
@@ -309,6 +243,253 @@ def test_fixed_window_fractional_window() -> None:
     assert fw.hit(b"k").allowed
 
 
+def admitted_under_steady_load(algo: Algorithm, rps: float, seconds: float, start: float = 1_000_000.0) -> int:
+    """Requests every 1/rps seconds for ``seconds`` (exact times, no float accumulation); how many were admitted."""
+    n = round(rps * seconds)
+    return sum(algo.hit(b"k", start + i / rps).allowed for i in range(n))
+
+
+def test_token_bucket_counts_rejected_collapses_under_overload() -> None:
+    # 10 tokens/s, capacity 10; 30 requests/s for 20 s. Correct: capacity + rate x time, about 210 admitted.
+    assert 205 <= admitted_under_steady_load(TokenBucket(10, 1.0), 30, 20) <= 211
+    broken = TokenBucket(10, 1.0, counts_rejected=True)
+    admitted = admitted_under_steady_load(broken, 30, 20)
+    assert admitted < 20  # the initial burst, then nothing: every rejection digs the bucket deeper
+    assert broken.state[b"k"][0] >= -10.0  # floored at -capacity
+    clock = FakeClock(0.0)
+    tb = TokenBucket(2, 1.0, clock=clock, counts_rejected=True)
+    assert [tb.hit(b"k").allowed for _ in range(4)] == [True, True, False, False]
+    assert tb.state[b"k"][0] == -2.0
+    v = tb.hit(b"k")
+    assert not v.allowed and tb.state[b"k"][0] == -2.0 and v.retry_after == pytest.approx(1.5)  # 3 tokens at 2/s
+    clock.now = 1.5
+    assert tb.hit(b"k").allowed
+
+
+def test_fixed_window_first_request_anchors_at_first_hit() -> None:
+    clock = FakeClock(1003.25)
+    fw = FixedWindow(3, 10.0, clock=clock, alignment="first-request")
+    seen = [fw.hit(b"k") for _ in range(4)]
+    assert [v.allowed for v in seen] == [True, True, True, False]
+    assert [v.remaining for v in seen] == [2, 1, 0, 0]
+    assert seen[0].reset == pytest.approx(10.0)  # the window is [1003.25, 1013.25), not epoch-aligned
+    clock.now = 1010.0  # past the epoch boundary 1010 but inside the key's own window
+    v = fw.hit(b"k")
+    assert not v.allowed and v.retry_after == pytest.approx(3.25)
+    clock.now = 1013.25  # the window has lasted exactly 10 s: the next request opens a new one here
+    v = fw.hit(b"k")
+    assert v.allowed and v.remaining == 2 and v.reset == pytest.approx(10.0)
+    clock.now = 1030.0  # long idle: the next window starts at this request, not at 1023.25
+    assert [fw.hit(b"k").allowed for _ in range(4)] == [True, True, True, False]
+    assert fw.hit(b"k").reset == pytest.approx(10.0)
+    epoch = FixedWindow(3, 10.0, clock=FakeClock(1003.25))
+    assert epoch.hit(b"k").reset == pytest.approx(6.75)
+
+
+def test_fixed_window_counts_rejected_counts_but_admits_the_same() -> None:
+    times = [0.0, 0.1, 0.2, 0.3, 0.4, 1.0, 1.5, 1.6, 1.7, 2.5]
+    plain, broken = FixedWindow(2, 1.0), FixedWindow(2, 1.0, counts_rejected=True)
+    assert [plain.hit(b"k", t).allowed for t in times] == [broken.hit(b"k", t).allowed for t in times]
+    assert broken.hit(b"x", 7.0).allowed
+    for _ in range(4):
+        broken.hit(b"x", 7.0)
+    assert broken.state[b"x"][1] == 5  # INCR on every request
+
+
+def test_sliding_log_admits_limit_in_any_window_span() -> None:
+    sl = SlidingLog(3, 10.0)
+    assert [sl.hit(b"k", t).allowed for t in (100.0, 102.0, 104.0)] == [True, True, True]
+    v = sl.hit(b"k", 105.0)
+    assert not v.allowed and v.remaining == 0 and v.retry_after == pytest.approx(5.0)  # 100 leaves at 110
+    assert not sl.hit(b"k", 109.99).allowed
+    v = sl.hit(b"k", 110.0)  # (100, 110] no longer holds 100: the 4th admission, exactly when the first expires
+    assert v.allowed and v.remaining == 0 and v.reset == pytest.approx(2.0)  # then 102 leaves at 112
+    v = sl.hit(b"k", 110.5)
+    assert not v.allowed and v.retry_after == pytest.approx(1.5)
+    assert sl.hit(b"k", 112.0).allowed
+    assert list(sl.state[b"k"]) == [104.0, 110.0, 112.0]
+    v = SlidingLog(3, 10.0).hit(b"k", 0.0)
+    assert (v.remaining, v.reset) == (2, 10.0)
+
+
+def test_sliding_log_matches_its_definition_on_random_traffic() -> None:
+    rng = random.Random(7)
+    limit, window = 5, 2.0
+    sl = SlidingLog(limit, window)
+    t, admitted = 50.0, []
+    for _ in range(2000):
+        t += rng.choice((0.0, 0.0, 0.01, 0.1, 0.37, 1.0))
+        in_span = sum(1 for a in admitted if a > t - window)
+        v = sl.hit(b"k", t)
+        assert v.allowed == (in_span < limit)
+        if v.allowed:
+            admitted.append(t)
+    assert len(admitted) > 100
+
+
+def test_sliding_log_counts_rejected_logs_rejections() -> None:
+    plain, broken = SlidingLog(2, 1.0), SlidingLog(2, 1.0, counts_rejected=True)
+    for sl in (plain, broken):
+        assert [sl.hit(b"k", t).allowed for t in (0.0, 0.0, 0.5)] == [True, True, False]
+    assert [plain.hit(b"k", 1.0).allowed for _ in range(3)] == [True, True, False]
+    assert [broken.hit(b"k", 1.0).allowed for _ in range(3)] == [True, False, False]  # 0.5 was logged
+    assert list(broken.state[b"k"]) == [1.0, 1.0]  # only the newest --limit entries can matter
+    # 3x overload: the log always holds --limit entries younger than the window.
+    assert 190 <= admitted_under_steady_load(SlidingLog(10, 1.0), 30, 20) <= 200
+    assert admitted_under_steady_load(SlidingLog(10, 1.0, counts_rejected=True), 30, 20) == 10
+
+
+def test_sliding_window_counter_estimate_mid_window() -> None:
+    swc = SlidingWindowCounter(10, 10.0)  # windows [1000, 1010), [1010, 1020), ...
+    assert all(swc.hit(b"k", 1005.0).allowed for _ in range(8))
+    # 3 s into the next window: estimate = 0 + floor(8 x 7 / 10) = 5, so 5 more fit.
+    seen = [swc.hit(b"k", 1013.0) for _ in range(6)]
+    assert [v.allowed for v in seen] == [True] * 5 + [False]
+    assert [v.remaining for v in seen] == [4, 3, 2, 1, 0, 0]
+    # floor(8 (10 - e) / 10) drops to 4 once e > 3.75: remaining grows, and a request fits, 0.75 s from now.
+    assert seen[0].reset == pytest.approx(0.75)
+    assert seen[5].retry_after == pytest.approx(0.75)
+    assert not swc.hit(b"k", 1013.7).allowed
+    assert swc.hit(b"k", 1013.8).allowed  # 5 + 1 + floor(4.96) = 10 after it
+    assert not swc.hit(b"k", 1013.8).allowed
+    assert swc.state[b"k"] == [101, 6, 8]
+    # At the next boundary the 6 of [1010, 1020) weigh fully: 4 fit. Two windows later nothing remains.
+    assert [swc.hit(b"k", 1020.0).allowed for _ in range(5)] == [True] * 4 + [False]
+    assert [swc.hit(b"k", 1040.0).allowed for _ in range(11)] == [True] * 10 + [False]
+    v = swc.hit(b"k", 1040.0)
+    assert v.retry_after == pytest.approx(10.0)  # next window: floor(10 (10 - e) / 10) < 10 once e > 0
+
+
+def test_sliding_window_counter_counts_rejected() -> None:
+    plain, broken = SlidingWindowCounter(4, 1.0), SlidingWindowCounter(4, 1.0, counts_rejected=True)
+    for swc in (plain, broken):
+        assert [swc.hit(b"k", 10.0).allowed for _ in range(6)] == [True] * 4 + [False] * 2
+    assert plain.state[b"k"][1] == 4 and broken.state[b"k"][1] == 6
+    # Half-way through the next window: plain 0 + floor(4 x 0.5) = 2, broken floor(6 x 0.5) = 3.
+    assert sum(plain.hit(b"k", 11.5).allowed for _ in range(4)) == 2
+    assert sum(broken.hit(b"k", 11.5).allowed for _ in range(4)) == 1
+    assert admitted_under_steady_load(SlidingWindowCounter(10, 1.0), 30, 20) >= 195
+    assert admitted_under_steady_load(SlidingWindowCounter(10, 1.0, counts_rejected=True), 30, 20) < 30
+
+
+def test_leaky_bucket_nodelay_admits_burst_plus_one_then_one_per_interval() -> None:
+    lb = LeakyBucket(10, 1.0, burst=4, nodelay=True)  # rate 10/s: one per 0.1 s
+    seen = [lb.hit(b"k", 500.0) for _ in range(6)]
+    assert [v.allowed for v in seen] == [True] * 5 + [False]
+    assert [v.remaining for v in seen] == [4, 3, 2, 1, 0, 0]
+    assert all(v.delay == 0 for v in seen)
+    assert seen[5].retry_after == pytest.approx(0.1)
+    assert seen[0].reset == pytest.approx(0.1)
+    assert lb.state[b"k"] == [5.0, 500.0]  # the rejection left the state alone (nginx)
+    assert not lb.hit(b"k", 500.05).allowed
+    assert lb.state[b"k"] == [5.0, 500.0]
+    for i in range(1, 20):  # then exactly one per 1/rate, the next one at the same instant rejected
+        t = 500.0 + i / 10
+        assert lb.hit(b"k", t).allowed, t
+        assert not lb.hit(b"k", t).allowed, t
+    default = LeakyBucket(10, 1.0, nodelay=True)  # burst 0: a strict 1 per 0.1 s
+    assert [default.hit(b"k", 0.0).allowed, default.hit(b"k", 0.05).allowed, default.hit(b"k", 0.1).allowed] == [
+        True,
+        False,
+        True,
+    ]
+
+
+def test_leaky_bucket_without_nodelay_delays_instead_of_rejecting() -> None:
+    lb = LeakyBucket(10, 1.0, burst=4)
+    seen = [lb.hit(b"k", 500.0) for _ in range(6)]
+    assert [v.allowed for v in seen] == [True] * 5 + [False]
+    assert [v.delay for v in seen] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.0])
+    v = lb.hit(b"k", 500.25)  # 2.5 leaked: excess 2.5 + 1, answered once it has drained to 1
+    assert v.allowed and v.delay == pytest.approx(0.25)
+    assert lb.hit(b"k", 600.0).delay == 0.0  # drained: no wait
+    strict = LeakyBucket(10, 1.0)  # burst 0: nothing to queue, so nothing is delayed
+    assert [(v.allowed, v.delay) for v in (strict.hit(b"k", 0.0), strict.hit(b"k", 0.0))] == [(True, 0), (False, 0)]
+
+
+def test_leaky_bucket_counts_rejected_collapses_under_overload() -> None:
+    # 10/s, burst 4, 30 requests/s for 20 s. Correct: about rate x time + burst.
+    assert 200 <= admitted_under_steady_load(LeakyBucket(10, 1.0, burst=4, nodelay=True), 30, 20) <= 206
+    broken = LeakyBucket(10, 1.0, burst=4, nodelay=True, counts_rejected=True)
+    assert admitted_under_steady_load(broken, 30, 20) < 10
+    assert broken.state[b"k"][0] == 10.0  # capped at 2 x (burst + 1)
+    lb = LeakyBucket(10, 1.0, counts_rejected=True, nodelay=True)
+    lb.hit(b"k", 0.0)
+    lb.hit(b"k", 0.0)
+    assert lb.state[b"k"][0] == 2.0
+    assert not lb.hit(b"k", 0.1).allowed  # 2 - 1 + 1 = 2 > 1: the rejection was counted
+
+
+def quota_settings(algorithm: str, limit: int = 2, window: float = 3600.0, **extra: object) -> Settings:
+    """Settings whose quota (back-to-back admissions of a fresh key) is ``limit`` for every algorithm."""
+    if algorithm == "leaky-bucket":
+        extra = {"burst": limit - 1, "nodelay": True, **extra}
+    return Settings(algorithm=algorithm, limit=limit, window=window, **extra)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_race_read_then_write_loses_updates(algorithm: str) -> None:
+    clock = FakeClock(1_000_000.5)
+    algo = create(quota_settings(algorithm), clock)
+    reads = [algo.read(b"k") for _ in range(5)]  # five requests read before any writes back
+    verdicts = [algo.step(st, now) for now, st in reads]
+    for (_, st), _v in zip(reads, verdicts, strict=True):
+        algo.write(b"k", st)
+    assert all(v.allowed for v in verdicts)  # 5 admitted against a limit of 2
+    fresh = create(quota_settings(algorithm), clock)
+    one_at_a_time = []
+    for _ in range(5):  # read, step, write, then the next: correct
+        now, st = fresh.read(b"k")
+        one_at_a_time.append(fresh.step(st, now).allowed)
+        fresh.write(b"k", st)
+    assert one_at_a_time == [True, True, False, False, False]
+
+
+def test_policy_quota_per_algorithm() -> None:
+    assert policy(Settings(algorithm="leaky-bucket", burst=4, limit=100).quota, 1.0) == '"default";q=5;w=1'
+    assert Settings(algorithm="leaky-bucket").quota == 1
+    for algorithm in ("token-bucket", "fixed-window", "sliding-log", "sliding-window-counter"):
+        assert Settings(algorithm=algorithm, limit=7, burst=3).quota == 7
+
+
+def run_limiter(limiter: MemoryLimiter, keys: list[bytes]) -> list[tuple[int, float]]:
+    """Check every key in one event-loop iteration; (outcome, seconds until answered) in order."""
+
+    async def go() -> list[tuple[int, float]]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        futures = []
+        for key in keys:
+            fut: asyncio.Future[tuple[int, float]] = loop.create_future()
+
+            def done(d: Decision, fut: asyncio.Future[tuple[int, float]] = fut) -> None:
+                fut.set_result((d.outcome, loop.time() - start))
+
+            now = limiter.check(key, done)
+            if now is not None:
+                done(now)
+            futures.append(fut)
+        return list(await asyncio.wait_for(asyncio.gather(*futures), 10))
+
+    return asyncio.run(go())
+
+
+def test_memory_limiter_holds_delayed_leaky_bucket_answers() -> None:
+    limiter = MemoryLimiter(Settings(algorithm="leaky-bucket", limit=20, window=1.0, burst=2))
+    answers = run_limiter(limiter, [b"k"] * 4)
+    assert [o for o, _ in answers] == [ADMITTED, ADMITTED, ADMITTED, LIMITED]
+    waits = [t for _, t in answers]
+    assert waits[0] < 0.04 and waits[3] < 0.04  # answered at once: the first, and the rejection
+    assert 0.045 <= waits[1] < 1.0 and 0.095 <= waits[2] < 1.0  # (excess - 1) / rate: 0.05 s, 0.1 s
+
+
+def test_memory_limiter_race_admits_concurrent_requests_beyond_the_limit() -> None:
+    racy = MemoryLimiter(Settings(algorithm="fixed-window", limit=3, window=3600.0, race=True, race_delay=0.01))
+    assert [o for o, _ in run_limiter(racy, [b"k"] * 9)] == [ADMITTED] * 9
+    sequential = [run_limiter(racy, [b"s"])[0][0] for _ in range(5)]
+    assert sequential == [ADMITTED] * 3 + [LIMITED] * 2
+
+
 # ---------------------------------------------------------------- headers
 
 
@@ -353,6 +534,16 @@ def test_decision_rounds_up_and_never_below_one() -> None:
         (["--redis-failure", "maybe"], "--redis-failure"),
         (["node", "--port", "-5"], "--port"),
         (["--bogus"], "--bogus"),
+        (["--algorithm", "sliding-window"], "--algorithm"),
+        (["--window-alignment", "first-request"], "--window-alignment"),
+        (["--algorithm", "sliding-log", "--window-alignment", "epoch"], "--window-alignment"),
+        (["--algorithm", "fixed-window", "--window-alignment", "sideways"], "--window-alignment"),
+        (["--nodelay"], "--nodelay"),
+        (["--algorithm", "fixed-window", "--nodelay"], "--nodelay"),
+        (["--race-delay", "0.1"], "--race-delay"),
+        (["--race", "--race-delay", "-1"], "--race-delay"),
+        (["--algorithm", "sliding-log", "--burst", "0"], "--burst"),
+        (["--algorithm", "leaky-bucket", "--burst", "-1"], "--burst"),
     ],
 )
 def test_cli_rejects_bad_values(args: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -365,6 +556,37 @@ def test_cli_rejects_bad_values(args: list[str], option: str, capsys: pytest.Cap
     assert out == ""
     lines = err.splitlines()
     assert len(lines) == 1 and option in lines[0] and "Traceback" not in err, err
+
+
+def test_help_explains_ports_and_every_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no hyphenated wrapping to match across
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "the first node listens on the base port itself and node i (counting from 0) on base + i" in out
+    for option in ("--window-alignment", "--nodelay", "--race ", "--race-delay", "--counts-rejected"):
+        assert option in out
+    for algorithm in ALGORITHMS:
+        assert algorithm in out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(algorithm="fixed-window", window_alignment="first-request", counts_rejected=True),
+        Settings(algorithm="leaky-bucket", burst=0, nodelay=True, limit=5, window=0.5),
+        Settings(algorithm="sliding-log", race=True, race_delay=0.0),
+        Settings(algorithm="sliding-window-counter", race=True, scope="per-node", retry_after=False),
+        Settings(algorithm="token-bucket", burst=7, counts_rejected=True, race=True, race_delay=0.25),
+    ],
+    ids=lambda s: s.algorithm,
+)
+def test_node_args_reproduce_the_settings(settings: Settings) -> None:
+    """The redis cluster starts its nodes with ``node_args``: every new option must survive the trip."""
+    assert settings_from(node_parser().parse_args(["--port", "0", *settings.node_args()])) == settings
 
 
 @pytest.mark.integration
@@ -564,28 +786,152 @@ def test_no_retry_after_and_node_names() -> None:
 # ---------------------------------------------------------------- redis backend, real processes
 
 
-@pytest.mark.integration
-def test_lua_scripts_match_python_algorithms(redis_server: RedisServer) -> None:
-    """Same inputs (explicit ``now``), same answers: the two backends cannot drift apart."""
-    cases = [
-        (Settings(algorithm="token-bucket", limit=4, window=2.0, burst=3), TokenBucket(4, 2.0, 3)),
-        (Settings(algorithm="fixed-window", limit=3, window=10.0), FixedWindow(3, 10.0)),
+def quota_args(algorithm: str, limit: int = 10, window: str = "3600") -> list[str]:
+    """CLI options under which a fresh key gets exactly ``limit`` admissions back to back, for any algorithm."""
+    extra = ["--burst", str(limit - 1), "--nodelay"] if algorithm == "leaky-bucket" else []
+    return ["--algorithm", algorithm, "--limit", str(limit), "--window", window, *extra]
+
+
+def concurrent(ports: list[int], n: int, key: str) -> list[tuple[int, float]]:
+    """``n`` requests at once, one connection each, spread over the nodes: (status, seconds until answered) each."""
+    socks = [socket.create_connection(("127.0.0.1", ports[i % len(ports)]), timeout=10) for i in range(n)]
+    request = f"GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n".encode()
+    replies: dict[socket.socket, bytes] = {s: b"" for s in socks}
+    answered: dict[socket.socket, float] = {}
+    try:
+        with selectors.DefaultSelector() as sel:
+            start = time.monotonic()
+            for s in socks:
+                s.sendall(request)
+                sel.register(s, selectors.EVENT_READ)
+            deadline = start + 20
+            while len(answered) < n and time.monotonic() < deadline:
+                for event, _ in sel.select(1.0):
+                    s = event.fileobj
+                    chunk = s.recv(65536)  # type: ignore[union-attr]
+                    replies[s] += chunk  # type: ignore[index]
+                    if not chunk:  # the server closes after answering (Connection: close)
+                        answered[s] = time.monotonic() - start  # type: ignore[index]
+                        sel.unregister(s)
+    finally:
+        for s in socks:
+            s.close()
+    assert len(answered) == n, "not every request was answered"
+    return [(int(replies[s][9:12]), answered[s]) for s in socks]
+
+
+AGREEMENT = [
+    Settings(algorithm="token-bucket", limit=4, window=2.0, burst=3),
+    Settings(algorithm="token-bucket", limit=4, window=2.0, burst=3, counts_rejected=True),
+    Settings(algorithm="fixed-window", limit=3, window=10.0),
+    Settings(algorithm="fixed-window", limit=3, window=2.0, counts_rejected=True),
+    Settings(algorithm="fixed-window", limit=3, window=2.0, window_alignment="first-request"),
+    Settings(algorithm="fixed-window", limit=3, window=2.0, window_alignment="first-request", counts_rejected=True),
+    Settings(algorithm="sliding-log", limit=3, window=2.0),
+    Settings(algorithm="sliding-log", limit=3, window=2.0, counts_rejected=True),
+    Settings(algorithm="sliding-window-counter", limit=3, window=2.0),
+    Settings(algorithm="sliding-window-counter", limit=5, window=2.0),
+    Settings(algorithm="sliding-window-counter", limit=5, window=2.0, counts_rejected=True),
+    Settings(algorithm="leaky-bucket", limit=4, window=2.0),
+    Settings(algorithm="leaky-bucket", limit=4, window=2.0, burst=2),
+    Settings(algorithm="leaky-bucket", limit=4, window=2.0, burst=2, nodelay=True),
+    Settings(algorithm="leaky-bucket", limit=4, window=2.0, burst=2, counts_rejected=True),
+]
+# Bursts at one instant, gaps shorter and longer than refills and windows, a window edge (…004.0) hit exactly.
+AGREEMENT_OFFSETS = (0, 0, 0, 0, 0.1, 0.2, 0.3, 0.55, 0.9, 1.0, 1.0, 1.0, 1.0, 1.3, 1.9, 2.0, 2.0, 2.05, 2.6, 2.6)
+AGREEMENT_OFFSETS += (2.6, 2.6, 3.3, 3.3, 3.3, 3.3, 4.1, 4.99, 5.0, 5.0, 5.0, 5.5, 5.5, 6.9, 7.0, 7.0, 7.2, 30.0, 30.0)
+AGREEMENT_TIMES = [1_700_000_003.0 + dt for dt in (*AGREEMENT_OFFSETS, 30.0, 30.4)]
+
+
+def settings_id(s: Settings) -> str:
+    flags = [
+        f"burst{s.burst}" if s.burst is not None else "",
+        "first-request" if s.window_alignment != "epoch" else "",
+        "nodelay" if s.nodelay else "",
+        "counts-rejected" if s.counts_rejected else "",
     ]
-    times = [1_700_000_003.0 + dt for dt in (0, 0, 0.1, 0.2, 0.3, 0.55, 1.0, 1.0, 6.9, 7.0, 7.0, 7.2, 30.0)]
-    for settings, algo in cases:
-        script, argv = script_for(settings)
-        key = f"equiv:{uuid.uuid4().hex}"
-        clock = FakeClock(0.0)
-        algo.clock = clock
-        for now in times:
-            clock.now = now
-            expected = algo.hit(b"k")
-            reply = redis_server.command("EVAL", script, 1, key, *argv, repr(now))
-            assert isinstance(reply, list), reply
-            allowed, remaining, reset_us, retry_us = reply
-            assert (bool(allowed), remaining) == (expected.allowed, expected.remaining), (settings.algorithm, now)
-            assert reset_us / 1e6 == pytest.approx(expected.reset, abs=1e-5)
-            assert retry_us / 1e6 == pytest.approx(expected.retry_after, abs=1e-5)
+    return "-".join([s.algorithm, f"L{s.limit}", *filter(None, flags)])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("settings", AGREEMENT, ids=settings_id)
+def test_lua_scripts_match_python_algorithms(redis_server: RedisServer, settings: Settings) -> None:
+    """Same inputs (explicit ``now``), same answers: the two backends cannot drift apart."""
+    script, argv = script_for(settings)
+    key = f"equiv:{uuid.uuid4().hex}"
+    algo = create(settings)
+    outcomes = Counter()
+    for now in AGREEMENT_TIMES:
+        expected = algo.hit(b"k", now)
+        reply = redis_server.command("EVAL", script, 1, key, *argv, repr(now))
+        assert isinstance(reply, list), reply
+        allowed, remaining, reset_us, retry_us, delay_us = reply
+        where = (settings_id(settings), now - AGREEMENT_TIMES[0])
+        assert (bool(allowed), remaining) == (expected.allowed, expected.remaining), where
+        assert reset_us / 1e6 == pytest.approx(expected.reset, abs=1e-5), where
+        assert retry_us / 1e6 == pytest.approx(expected.retry_after, abs=1e-5), where
+        assert delay_us / 1e6 == pytest.approx(expected.delay, abs=1e-5), where
+        outcomes[expected.allowed] += 1
+    assert outcomes[True] >= 5 and outcomes[False] >= 5  # the sequence exercises both answers
+    # --race keeps the same state as one string; it must round-trip exactly.
+    st = algo.state[b"k"]
+    assert algo.load(decode_state(encode_state(st))) == st
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_every_algorithm_limits_the_cluster_with_headers(
+    request: pytest.FixtureRequest, backend: str, algorithm: str
+) -> None:
+    args = ["--base-port", "0", *quota_args(algorithm)]
+    if backend == "redis":
+        args += ["--backend", "redis", "--redis-url", request.getfixturevalue("redis_server").url]
+    with cluster(*args) as c, client(c.ports) as cl:
+        counts = burst_in_one_window(cl, 25, 3600)
+        assert counts == {200: 10, 429: 15}
+        key = uuid.uuid4().hex
+        first = cl.get(0, key=key)
+        assert first.getheader("RateLimit-Policy") == '"default";q=10;w=3600'
+        assert re.fullmatch(r'"default";r=9;t=\d+', first.getheader("RateLimit", ""))
+        for i in range(9):
+            cl.get(i, key=key)
+        limited = cl.get(2, key=key)
+        assert limited.status == 429
+        m = re.fullmatch(r'"default";r=0;t=(\d+)', limited.getheader("RateLimit", ""))
+        assert m and int(limited.getheader("Retry-After", "0")) >= 1
+        assert decisions(c.ports)["admitted"] == 20
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_leaky_bucket_delays_answers_in_a_real_cluster(request: pytest.FixtureRequest, backend: str) -> None:
+    args = ["--base-port", "0", "--algorithm", "leaky-bucket", "--limit", "4", "--window", "1", "--burst", "3"]
+    if backend == "redis":
+        args += ["--backend", "redis", "--redis-url", request.getfixturevalue("redis_server").url]
+    with cluster(*args) as c:
+        answers = concurrent(c.ports, 5, uuid.uuid4().hex)
+    assert sorted(s for s, _ in answers) == [200, 200, 200, 200, 429]
+    waits = sorted(t for s, t in answers if s == 200)
+    # 4/s with 3 queued: answered after 0, 0.25, 0.5, 0.75 s (less the few ms between the requests' arrivals).
+    for wait, expected in zip(waits, (0.0, 0.25, 0.5, 0.75), strict=True):
+        assert expected - 0.05 <= wait < expected + 5.0
+    rejected = next(t for s, t in answers if s == 429)
+    assert rejected < waits[-1]  # the request over the burst is turned away at once, not held
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_memory_race_admits_more_than_the_limit_under_concurrency(algorithm: str) -> None:
+    with (
+        cluster("--base-port", "0", *quota_args(algorithm), "--race", "--race-delay", "0.02") as c,
+        client(c.ports) as cl,
+    ):
+        answers = concurrent(c.ports, 30, uuid.uuid4().hex)
+        admitted = sum(1 for s, _ in answers if s == 200)
+        assert admitted > 10, answers
+        # One request at a time: every read sees the previous write, so the limit holds exactly.
+        assert burst_in_one_window(cl, 30, 3600) == {200: 10, 429: 20}
 
 
 @pytest.mark.integration
@@ -637,6 +983,19 @@ def test_redis_per_node_scope(redis_server: RedisServer) -> None:
         client(c.ports) as cl,
     ):
         assert cl.burst(30, key="shared") == {200: 15, 429: 15}
+
+
+@pytest.mark.integration
+def test_redis_race_admits_more_than_the_limit_under_concurrency(redis_server: RedisServer) -> None:
+    args = ("--backend", "redis", "--redis-url", redis_server.url, "--race", "--race-delay", "0.02")
+    with cluster("--base-port", "0", *quota_args("fixed-window"), *args) as c, client(c.ports) as cl:
+        answers = concurrent(c.ports, 30, uuid.uuid4().hex)
+        assert sum(1 for s, _ in answers if s == 200) > 10, answers
+        assert burst_in_one_window(cl, 30, 3600) == {200: 10, 429: 20}
+        assert decisions(c.ports)["redis_error_open"] == 0
+        keys = redis_server.command("KEYS", "demolimiter:fixed-window:race:*")
+        assert isinstance(keys, list) and len(keys) >= 2
+        assert redis_server.command("TYPE", keys[0]) == b"string"  # plain GET / SET, no script
 
 
 @pytest.mark.integration

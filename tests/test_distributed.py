@@ -1,10 +1,19 @@
 """Master/worker runs: exact aggregation, the global rate split over workers, late joiners, master-only /metrics."""
 
-import socket
-
 import pytest
 
-from tests.support import Proc, demo_cluster, finish, free_port, locust_args, master_args, running, sample_sum, worker
+from tests.support import (
+    Proc,
+    demo_cluster,
+    finish,
+    free_port,
+    listening,
+    locust_args,
+    master_args,
+    running,
+    sample_sum,
+    worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +24,6 @@ EXPECTED = {"steady": 200, "burst": 120}
 
 def per_mode(samples) -> dict[str, float]:
     return {mode: sample_sum(samples, "rlsuite_requests_total", mode=mode) for mode in ("steady", "burst")}
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_standalone_processes_and_separate_workers_report_the_same_exact_totals(tmp_path):

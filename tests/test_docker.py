@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 import tomllib
@@ -20,7 +19,19 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from tests.support import LOCUST, LOCUSTFILE, ROOT, Proc, free_port, redis_server, running, scrape
+from tests.support import (
+    INSTALL_COMPOSE,
+    INSTALL_PROMETHEUS,
+    LOCUST,
+    LOCUSTFILE,
+    ROOT,
+    Proc,
+    free_port,
+    need_command,
+    redis_server,
+    running,
+    scrape,
+)
 from tests.topology import (
     COMPOSE_FILE,
     DASHBOARD,
@@ -41,7 +52,6 @@ from tests.topology import (
     prometheus_server,
     read_env_file,
     with_flag,
-    yaml_missing_reason,
 )
 
 LIMITERS = ("limiter1", "limiter2", "limiter3")
@@ -50,13 +60,7 @@ PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"
 
 
 @pytest.fixture(scope="module")
-def yaml_ok():
-    if reason := yaml_missing_reason():
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def compose(yaml_ok):
+def compose():
     """docker-compose.yml with its defaults (= docker/.env.example, checked below)."""
     return load_compose()
 
@@ -81,13 +85,10 @@ def assert_pinned(image: str) -> None:
 
 
 def compose_cli() -> str:
-    found = shutil.which("docker-compose")
-    if found is None:
-        pytest.skip("docker-compose is not installed (.ci/run installs it: apt-get install docker-compose)")
-    return found
+    return need_command("docker-compose", INSTALL_COMPOSE)
 
 
-def test_docker_compose_accepts_the_file_and_the_resolved_config_follows_the_rules(yaml_ok):
+def test_docker_compose_accepts_the_file_and_the_resolved_config_follows_the_rules():
     # A clean environment: a STEADY_RPS or WORKERS exported in the caller's shell would win over the env file.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
     base = [compose_cli(), "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config"]
@@ -334,10 +335,7 @@ DASHBOARD_INTERVALS = {"$__rate_interval": "5s", "$__interval": "1s", "$__range"
 
 
 def prometheus_binary():
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (.ci/run installs it: apt-get install prometheus)")
-    return binary
+    return need_command("prometheus", INSTALL_PROMETHEUS)
 
 
 def summary_counts(output):
@@ -349,7 +347,7 @@ def summary_counts(output):
 
 
 @pytest.mark.integration
-def test_compose_topology_as_local_processes_counts_agree_everywhere(tmp_path, redis_available, yaml_ok):
+def test_compose_topology_as_local_processes_counts_agree_everywhere(tmp_path, redis_available):
     binary = prometheus_binary()
     started = time.monotonic()
     compose = load_compose(RUN)["services"]

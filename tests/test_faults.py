@@ -8,13 +8,13 @@ import pytest
 
 from tests.support import (
     Proc,
+    RedisServer,
     demo_cluster,
     finish,
     free_port,
     locust_args,
     master_args,
     nodes,
-    redis_server,
     run_cli,
     running,
     sample_sum,
@@ -62,7 +62,8 @@ def test_a_node_that_refuses_connections_fails_alone_and_is_back_when_it_returns
             n2.kill()
             wait_until_t(proc, 5)
             n2.restart()
-            samples, locust_total = finish(proc, tmp_path, exit_code=1)  # 1: Locust's "there were failures"
+            # 4: a limit of 100000/s was never approached, so the verdict cannot pass (it overrides Locust's 1)
+            samples, locust_total = finish(proc, tmp_path, exit_code=4)
         server = {n.name: n.admitted_total() for n in (n1, n2, n3)}
     total = sample_sum(samples, REQUESTS)
     assert total == locust_total == 540
@@ -78,7 +79,7 @@ def test_a_node_that_refuses_connections_fails_alone_and_is_back_when_it_returns
     assert server[n2.name] > n2.admitted_before_restart > 0
     out = proc.output
     assert f"{n2.name} " in out and "(down " in out  # the verdict's availability line names the outage
-    assert "Verdict: PASS" in out
+    assert "Verdict: INCONCLUSIVE" in out and "could not tell the declared limit from 2x it" in out
 
 
 def test_a_hanging_node_times_out_while_pacing_and_the_other_nodes_go_on(tmp_path):
@@ -107,7 +108,7 @@ def test_a_hanging_node_times_out_while_pacing_and_the_other_nodes_go_on(tmp_pat
     assert allowed_n2 <= server[n2.name] <= allowed_n2 + timeouts
 
 
-@pytest.mark.parametrize(("failure", "code"), [("open", 3), ("closed", 1)])
+@pytest.mark.parametrize(("failure", "code"), [("open", 3), ("closed", 4)])
 def test_redis_down_under_the_limiter_shows_its_failure_policy_in_the_counts(tmp_path, redis_available, failure, code):
     # 20 admitted per second (fixed window, global through redis); 60/s offered; redis dies 2 s into the run
     limiter = [
@@ -123,13 +124,12 @@ def test_redis_down_under_the_limiter_shows_its_failure_policy_in_the_counts(tmp
         "0.2",
     ]
     declared = ["--limit", "20", "--window", "1", "--limit-algorithm", "fixed-window"]
-    with redis_server() as redis_url, nodes(3, "--backend", "redis", "--redis-url", redis_url, *limiter) as cluster:
+    with RedisServer() as redis, nodes(3, "--backend", "redis", "--redis-url", redis.url, *limiter) as cluster:
         hosts = ",".join(n.url for n in cluster)
         proc = suite_run(hosts, tmp_path, "-t", "6s", "--steady-rps", "60", "--burst-duration", "0", *declared)
         with running(proc):
             wait_until_t(proc, 2)
-            redis_proc = redis_server_proc(redis_url)
-            redis_proc.stop()
+            redis.stop()
             samples, locust_total = finish(proc, tmp_path, exit_code=code)
         server = [n.counts() for n in cluster]
     allowed = sample_sum(samples, REQUESTS, outcome="allowed")
@@ -142,13 +142,8 @@ def test_redis_down_under_the_limiter_shows_its_failure_policy_in_the_counts(tmp
     else:  # fail-closed answers 503: errors by status class, never counted as limited
         assert errors == sum(c.get("redis_error_closed", 0) for c in server) > 60
         assert sample_sum(samples, "rlsuite_errors_total", kind="http_5xx") == errors
-
-
-def redis_server_proc(redis_url):
-    """The Proc of the redis_server() fixture serving ``redis_url``."""
-    from tests import support
-
-    return support.REDIS_PROCS[redis_url]
+        # most requests failed: the limit was hardly tested, and the verdict says so rather than pass
+        assert "Verdict: INCONCLUSIVE" in proc.output and "of the requests were answered" in proc.output
 
 
 def test_5xx_counts_as_limited_only_when_declared_a_rejection_status(tmp_path):

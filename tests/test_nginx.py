@@ -5,38 +5,41 @@ when their average rate is below its limit; the suite's paced slots must not.
 """
 
 import os
-import shutil
-import socket
 import subprocess
 import textwrap
-import time
 
 import pytest
 
-from tests.support import LOCUST, Proc, free_port, run_locust, running, sample_sum
+from tests.support import (
+    INSTALL_NGINX,
+    LOCUST,
+    Proc,
+    free_port,
+    listening,
+    need_command,
+    run_locust,
+    running,
+    sample_sum,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def wait_for_port(port: int, proc: Proc, timeout: float = 10) -> None:
     """Poll until nginx accepts connections on ``port`` (it prints nothing when ready)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         assert proc.popen.poll() is None, proc.output
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError(f"nginx did not listen on {port}: {proc.output}")
+        return listening(port, timeout=0.2)
+
+    wait_until(up, timeout, f"nginx to listen on {port}")
 
 
 @pytest.fixture
 def nginx_cluster(tmp_path):
     """Three 'nodes' (server blocks) of one nginx sharing a limit_req zone of 100 r/s, burst 1, answering 503."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(binary):
-        pytest.skip("nginx is not installed (.ci/run installs it: apt-get install nginx)")
+    binary = need_command("nginx", INSTALL_NGINX, "/usr/sbin/nginx")
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("ok\n")

@@ -97,8 +97,9 @@ BAD_INPUTS = [
     ["--limit", "10", "--window", "0"],
     ["--limit", "10", "--limit-algorithm", "leaky"],
     ["--limit", "10", "--limit-scope", "cluster"],
-    ["--limit", "10", "--max-limited-share", "1.5"],
-    ["--limit", "10", "--limit-algorithm", "fixed-window", "--window", "0.5"],
+    ["--window", "0"],  # checked even with no limit declared
+    ["--limit", "10", "--clock-skew", "0.5"],
+    ["--limit", "10", "--window-alignment", "epoch"],
     ["--max-send-delay", "-1"],
     ["--metrics-port", "70000"],
     ["--metrics-linger", "-1"],

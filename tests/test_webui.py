@@ -8,9 +8,8 @@ from locust.argument_parser import LocustArgumentParser
 
 import json
 import re
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,22 @@ import pytest
 
 from rlsuite import suite, webui
 from rlsuite.webui import render
-from tests.support import LOCUST, LOCUSTFILE, ROOT, Proc, demo_cluster, free_port, run_locust, running, scrape
+from tests.support import (
+    INSTALL_CHROMIUM,
+    INSTALL_DEV,
+    LOCUST,
+    LOCUSTFILE,
+    ROOT,
+    Proc,
+    demo_cluster,
+    free_port,
+    need_module,
+    require,
+    run_locust,
+    running,
+    scrape,
+    wait_until,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
@@ -34,10 +48,12 @@ BROWSER_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+POLL = 0.2  # seconds between checks of a page or the API while waiting
 LOCAL = re.compile(r"^(https?://127\.0\.0\.1[:/]|file:|data:|about:|blob:)")
 
 # The run typed into the form: 4 s steady at 60/s, a 2 s burst at 4 x 60/s, 2 s steady again.
-STEADY, MULTIPLIER, EVERY, DURATION, RUN_TIME = 60, 4, 4, 2, 8
+# 3 s bursts at 3x the limit: enough to tell the limit from twice it, so the verdict can pass
+STEADY, MULTIPLIER, EVERY, DURATION, RUN_TIME = 60, 6, 4, 3, 8
 EXPECTED_REQUESTS = STEADY * (RUN_TIME - DURATION) + STEADY * MULTIPLIER * DURATION
 
 
@@ -54,11 +70,8 @@ class Browser:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     """A headless Chromium with a fresh profile; requests to anything but 127.0.0.1 or local files are blocked and
     recorded."""
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (.ci/run installs it: apt-get install chromium)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is missing (.ci/run installs it: pip install playwright)"
-    )
+    require("chromium", CHROMIUM.exists(), f"no {CHROMIUM}: {INSTALL_CHROMIUM}")
+    sync_api = need_module("playwright.sync_api", INSTALL_DEV)
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
@@ -90,18 +103,6 @@ def reachable(url: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy (no fixed sleeps: every wait ends as soon as it can)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
-        time.sleep(0.2)
 
 
 def tab_rows(page: Any) -> list[dict[str, str]]:
@@ -144,7 +145,7 @@ def web_locust() -> Iterator[str]:
             proc.wait_for(r"Starting web interface", timeout=30)  # fails at once, with the output, if locust exits
             base = f"http://127.0.0.1:{port}"
             # Locust logs "Starting web interface" before it listens: wait for an answer instead
-            wait_until(lambda: reachable(base + "/rlsuite/snapshot"), timeout=30, what="the web UI answers")
+            wait_until(lambda: reachable(base + "/rlsuite/snapshot"), timeout=30, what="the web UI answers", step=POLL)
             yield base
         assert "Traceback" not in proc.output, proc.output
 
@@ -187,6 +188,7 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
         ),
         timeout=20,
         what="the tab shows the steady target typed into the form",
+        step=POLL,
     )
     assert any(r["Item"] == "Requests" and r["Requests"] not in ("", "0") for r in tab_rows(page))
 
@@ -195,16 +197,21 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
         lambda: (s := get_json(base + "/rlsuite/snapshot"))["run_id"] and not s["running"] and s,
         timeout=30,
         what="the run ends",
+        step=POLL,
     )
     options = snap["options"]
     assert options["steady-rps"] == STEADY and isinstance(options["steady-rps"], float)
     assert options["burst-every"] == EVERY and isinstance(options["burst-every"], int)
     assert options["burst-duration"] == DURATION and options["burst-multiplier"] == MULTIPLIER
     assert options["strict-headers"] is True and options["limit"] == 120 and options["run-time"] == RUN_TIME
-    assert snap["policy"] == "120 requests per 1s window (fixed-window, global)"
+    assert snap["policy"] == "fixed window, 120 per 1s, windows aligned: any; global"
     bursts = [s for s in snap["stages"] if s["mode"] == "burst"]
-    assert bursts == [{"index": 1, "mode": "burst", "start": EVERY, "end": EVERY + DURATION, "rps": 240.0}]
-    wait_until(lambda: get_json(base + "/stats/requests")["state"] == "stopped", timeout=15, what="Locust stops")
+    assert bursts == [
+        {"index": 1, "mode": "burst", "start": EVERY, "end": EVERY + DURATION, "rps": float(STEADY * MULTIPLIER)}
+    ]
+    wait_until(
+        lambda: get_json(base + "/stats/requests")["state"] == "stopped", timeout=15, what="Locust stops", step=POLL
+    )
 
     # after the run: the tab (fresh page load) equals /metrics, node by node and summed over nodes
     page.goto(base + "/?tab=rlsuite")
@@ -212,6 +219,7 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
         lambda: (r := tab_rows(page)) and status_value(r, "Run") and "finished" in status_value(r, "Run") and r,
         timeout=15,
         what="the tab shows the finished run",
+        step=POLL,
     )
     metrics = scrape(base + "/metrics", "rlsuite_requests_total")
     counts = [r for r in rows if r["Item"] == "Requests"]
@@ -232,8 +240,8 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
     total = sum(int(r["Requests"]) for r in counts if r["Node"] == "all nodes")
     assert total == sum(s.value for s in metrics) == EXPECTED_REQUESTS
     limited = sum(int(r["Requests"]) for r in counts if r["Node"] == "all nodes" and r["Outcome"] == "limited")
-    assert limited > 0  # the bursts (240/s against 120/s) were limited
-    assert status_value(rows, "Verdict") == "PASS: 120 requests per 1s window (fixed-window, global)"
+    assert limited > 0  # the bursts (360/s against 120/s) were limited
+    assert status_value(rows, "Verdict") == "PASS: fixed window, 120 per 1s, windows aligned: any; global"
     assert status_value(rows, "Late / dropped sends") == f"{snap['late']} / {snap['dropped']}"
     page.screenshot(path=str(ARTIFACTS / "webui.png"), full_page=True)
 
@@ -261,15 +269,15 @@ def test_the_html_report_carries_the_summary_verdict_and_chart_inline(browser, t
             cluster.node_hosts,
             tmp_path,
             "-t",
-            "4s",
+            "6s",
             "--steady-rps",
             "60",
             "--burst-multiplier",
-            "3",
+            "6",
             "--burst-every",
-            "2",
+            "3",
             "--burst-duration",
-            "1",
+            "2",
             "--limit",
             "120",
             "--window",
@@ -284,7 +292,7 @@ def test_the_html_report_carries_the_summary_verdict_and_chart_inline(browser, t
     assert html.count('<section id="rlsuite-report"') == 1, "no rate-limiter section (see rlsuite.webui.write_report)"
     section = html[html.index('<section id="rlsuite-report"') :]
     assert "Per mode (all nodes)" in section and "Per node" in section
-    assert 'data-verdict="pass"' in section and "120 requests per 1s window (token-bucket" in section
+    assert 'data-verdict="pass"' in section and "token bucket, 120 per 1s, capacity 120; global" in section
     assert '<svg class="chart"' in section and 'data-series="allowed"' in section
     # nothing to fetch: no script, style or font from the network, in Locust's part or ours
     assert not re.search(r"<(script|link|img)\b[^>]*\b(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I)
@@ -344,7 +352,7 @@ def fake_snapshot(running: bool = False, errors: int = 0) -> dict[str, Any]:
             {"index": 2, "mode": "steady", "start": 3.0, "end": 4.0, "rps": 30.0},
         ],
         "limit_rps": 60.0,
-        "policy": "60 requests per 1s window (token-bucket, burst 60, global)",
+        "policy": "token bucket, 60 per 1s, capacity 60; global",
         "late": 0,
         "dropped": 0,
         "verdict": None,
@@ -363,7 +371,14 @@ def test_the_form_lists_the_suite_options_in_group_order_with_their_group_and_cu
         fields["steady_rps"]["help_text"]
         == "Steady and burst traffic · Target requests/s across all nodes and workers."
     )
-    assert fields["limit_algorithm"]["choices"] == ["token-bucket", "fixed-window", "sliding-window"]
+    assert fields["limit_algorithm"]["choices"] == [
+        "token-bucket",
+        "leaky-bucket",
+        "fixed-window",
+        "sliding-log",
+        "sliding-window-counter",
+        "auto",
+    ]
     assert fields["strict_headers"]["default_value"] is False  # a checkbox
 
 

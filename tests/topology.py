@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -19,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.support import ROOT, Proc, free_port, running
 
@@ -31,50 +31,10 @@ K8S = DOCKER / "k8s"
 
 # --- YAML -------------------------------------------------------------------------------------------------------
 
-# PyYAML is not among the project's dependencies. Debian's docker-compose (1.x) is a Python program that needs it,
-# so the interpreter that runs docker-compose has it wherever the compose test can run at all.
-_YAML_TO_JSON = "import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout, default=str)"
-
-
-def _yaml_interpreters() -> Iterator[str]:
-    compose = shutil.which("docker-compose")
-    if compose:
-        with open(compose, "rb") as f:
-            first = f.readline()
-        if first.startswith(b"#!"):
-            yield first[2:].decode().split()[0]
-    yield "/usr/bin/python3"
-
-
-def yaml_missing_reason() -> str | None:
-    """None when YAML can be parsed here; else why not (for pytest.skip)."""
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return None
-    for python in _yaml_interpreters():
-        if Path(python).exists() and subprocess.run([python, "-c", "import yaml"], capture_output=True).returncode == 0:
-            return None
-    return "no YAML parser: install PyYAML, or docker-compose (Debian's brings python3-yaml; .ci/run installs it)"
-
 
 def load_yaml_all(text: str) -> list[Any]:
     """Every document of a YAML stream, as plain JSON-like data (safe loading: no tags, no code)."""
-    try:
-        import yaml
-    except ImportError:
-        pass
-    else:
-        return list(yaml.safe_load_all(text))
-    for python in _yaml_interpreters():
-        if not Path(python).exists():
-            continue
-        done = subprocess.run([python, "-c", _YAML_TO_JSON], input=text, capture_output=True, text=True)
-        if done.returncode == 0:
-            return json.loads(done.stdout)
-    raise RuntimeError(yaml_missing_reason() or "YAML parsing failed")
+    return list(yaml.safe_load_all(text))
 
 
 def load_yaml(text: str) -> Any:

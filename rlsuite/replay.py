@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rlsuite import reference
 from rlsuite.models import LEAKY_BUCKET, Model, Spec
 from rlsuite.schedule import BURST, MODES, STEADY
 
@@ -162,13 +163,47 @@ class Judge:
                 )
 
 
+class Shadow(Judge):
+    """A cluster that admits twice the limit, replayed on this run's own requests through the lenient side: if the
+    replay does not catch it, the run could not tell the declared limit from twice it.
+
+    For a global limit it is two nodes that each enforce the limit alone (the run's nodes folded onto two); for a
+    per-node limit, each node enforcing twice the limit. Each decides at its request's start."""
+
+    def __init__(self, spec: Spec, scope: str, skew: float, t0: float) -> None:
+        super().__init__(spec, scope, skew, t0, role="shadow")
+        self._cluster_spec = spec if scope == GLOBAL else doubled(spec)
+        self._limiters: dict[Any, reference.Limiter] = {}
+
+    def feed(self, start: float, duration: float, code: int, node: int, key: int) -> None:
+        outcome = code & 3
+        if outcome not in (ADMITTED, LIMITED):
+            return
+        where = (node % 2 if self.scope == GLOBAL else node, key)
+        limiter = self._limiters.get(where)
+        if limiter is None:
+            limiter = self._limiters[where] = reference.build(self._cluster_spec)
+        decided = ADMITTED if limiter.hit(start) else LIMITED
+        super().feed(start, duration, decided | (code & BURST_FLAG), node, key)
+
+
+def doubled(spec: Spec) -> Spec:
+    """The same algorithm admitting twice as much: twice the limit and twice the capacity."""
+    burst = 2 * spec.burst + 1 if spec.algorithm == LEAKY_BUCKET else 2 * spec.burst
+    return replace(spec, limit=2 * spec.limit, burst=burst)
+
+
 class Replay:
     """Buffers events and feeds them, in order of start time, to every judge."""
 
     def __init__(self, judges: list[tuple[Spec, str, str]], skew: float, t0: float) -> None:
-        """``judges``: (spec, scope, role) of every model to replay; the first is the declared one."""
+        """``judges``: (spec, scope, role) of every model to replay; the first is the declared one; a role of
+        ``shadow`` replays a cluster admitting twice that spec instead (``Shadow``)."""
         self.skew = skew
-        self.judges = [Judge(spec, scope, skew, t0, role) for spec, scope, role in judges]
+        self.judges = [
+            Shadow(spec, scope, skew, t0) if role == "shadow" else Judge(spec, scope, skew, t0, role)
+            for spec, scope, role in judges
+        ]
         self._buffer: list[tuple] = []
         self.replayed_until = -math.inf
         self.replayed = 0

@@ -119,8 +119,19 @@ def status_value(rows: list[dict[str, str]], item: str) -> str | None:
     return next((r["Value"] for r in rows if r["Item"] == item), None)
 
 
+def count_rows(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+    """The tab's pivot: the rows with a mode, by (mode, outcome)."""
+    return {(r["Mode"], r["Outcome"]): r for r in rows if r["Mode"]}
+
+
+@dataclass
+class WebLocust:
+    base: str  # the web UI's URL
+    node_hosts: str  # --node-hosts, as the demo cluster gives them
+
+
 @pytest.fixture
-def web_locust() -> Iterator[str]:
+def web_locust() -> Iterator[WebLocust]:
     """The demo cluster (enforcing a fixed window of 120/s) and locust with its web UI, not started."""
     with demo_cluster("--algorithm", "fixed-window", "--limit", "120", "--window", "1") as cluster:
         port = free_port()
@@ -146,15 +157,17 @@ def web_locust() -> Iterator[str]:
             base = f"http://127.0.0.1:{port}"
             # Locust logs "Starting web interface" before it listens: wait for an answer instead
             wait_until(lambda: reachable(base + "/rlsuite/snapshot"), timeout=30, what="the web UI answers", step=POLL)
-            yield base
+            yield WebLocust(base, cluster.node_hosts)
         assert "Traceback" not in proc.output, proc.output
 
 
 @pytest.mark.integration
 def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_locust):
-    base = web_locust
+    base = web_locust.base
     page = browser.new_page()
     page.goto(base + "/")
+    # where Locust shows its host (the locustfile's placeholder, unused), the form shows the nodes the run targets
+    assert page.input_value("input[name=host]") == web_locust.node_hosts
     page.get_by_text("Advanced options").click()
     page.fill("input[name=runTime]", str(RUN_TIME))
     page.get_by_text("Custom parameters").click()
@@ -176,9 +189,17 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
     page.get_by_text(f"--burst-duration ({EVERY}s) must be shorter than --burst-every ({EVERY}s)").wait_for()
     assert get_json(base + "/rlsuite/snapshot")["run_id"] is None
 
+    # a Host other than the nodes is refused: the run would not send to it, yet the header would show it
     page.fill("input[name=burstDuration]", str(DURATION))
+    page.fill("input[name=host]", "http://127.0.0.1:9")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Host (http://127.0.0.1:9) is not where the run sends requests").wait_for()
+    assert get_json(base + "/rlsuite/snapshot")["run_id"] is None
+
+    page.fill("input[name=host]", web_locust.node_hosts)
     page.get_by_role("button", name="Start").click()
     page.get_by_role("tab", name="Rate limiter").click()
+    assert web_locust.node_hosts in page.locator("header").inner_text()  # Locust's header, "Host"
 
     # live: the tab fills, and shows the rate typed into the form while steady
     wait_until(
@@ -190,7 +211,7 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
         what="the tab shows the steady target typed into the form",
         step=POLL,
     )
-    assert any(r["Item"] == "Requests" and r["Requests"] not in ("", "0") for r in tab_rows(page))
+    assert count_rows(tab_rows(page))[("all", "all")]["Total"] not in ("", "0")
 
     # every edited value reached the run, with its type
     snap = wait_until(
@@ -221,28 +242,33 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
         what="the tab shows the finished run",
         step=POLL,
     )
+    # a pivot: a row per mode and outcome (then all), a column per node, titled by its host:port, and the total
+    nodes = snap["nodes"]
+    assert nodes == [url.removeprefix("http://") for url in web_locust.node_hosts.split(",")]
+    titles = [t.strip() for t in page.locator("table").first.locator("thead th").all_inner_texts()]
+    assert titles == ["Item", "Value", "Mode", "Outcome", *nodes, "Total", "Req/s", "Share"]
+    counts = count_rows(rows)
+    modes, outcomes = ("steady", "burst"), ("allowed", "limited", "error")
+    assert list(counts) == [(m, o) for m in modes for o in outcomes] + [("all", "all")]
+    assert all(r["Item"] == r["Value"] == "" for r in counts.values())  # no label repeated on every row
     metrics = scrape(base + "/metrics", "rlsuite_requests_total")
-    counts = [r for r in rows if r["Item"] == "Requests"]
-    shown = {(r["Mode"], r["Outcome"], r["Node"]) for r in counts}
-    for s in metrics:  # every count is there, but per-node errors only for a mode that had some
-        if s.value or s.labels["outcome"] != "error":
-            assert (s.labels["mode"], s.labels["outcome"], s.labels["node"]) in shown, s
-    assert {(m, o) for m, o, node in shown if node == "all nodes"} == {(m, o) for m, o, _ in shown}
-    for r in counts:
-        expected = sum(
-            s.value
-            for s in metrics
-            if s.labels["mode"] == r["Mode"]
-            and s.labels["outcome"] == r["Outcome"]
-            and r["Node"] in ("all nodes", s.labels["node"])
-        )
-        assert int(r["Requests"]) == expected, r
-    total = sum(int(r["Requests"]) for r in counts if r["Node"] == "all nodes")
-    assert total == sum(s.value for s in metrics) == EXPECTED_REQUESTS
-    limited = sum(int(r["Requests"]) for r in counts if r["Node"] == "all nodes" and r["Outcome"] == "limited")
-    assert limited > 0  # the bursts (360/s against 120/s) were limited
+    assert {s.labels["node"] for s in metrics} == set(nodes)
+    for (mode, outcome), r in counts.items():
+        for node in [*nodes, "Total"]:
+            expected = sum(
+                s.value
+                for s in metrics
+                if mode in ("all", s.labels["mode"])
+                and outcome in ("all", s.labels["outcome"])
+                and node in ("Total", s.labels["node"])
+            )
+            assert int(r[node]) == expected, (mode, outcome, node, r)
+    assert int(counts[("all", "all")]["Total"]) == sum(s.value for s in metrics) == EXPECTED_REQUESTS
+    assert counts[("all", "all")]["Share"] == "100.0%"
+    assert int(counts[("burst", "limited")]["Total"]) > 0  # the bursts (360/s against 120/s) were limited
     assert status_value(rows, "Verdict") == "PASS: fixed window, 120 per 1s, windows aligned: any; global"
     assert status_value(rows, "Late / dropped sends") == f"{snap['late']} / {snap['dropped']}"
+    assert web_locust.node_hosts in page.locator("header").inner_text()  # also on a fresh page load
     page.screenshot(path=str(ARTIFACTS / "webui.png"), full_page=True)
 
     # the live page: chart with both series, the limit line and the burst shaded, all drawn locally
@@ -323,14 +349,17 @@ def parsed_defaults(**overrides: Any) -> Any:
 
 
 def fake_snapshot(running: bool = False, errors: int = 0) -> dict[str, Any]:
-    """A finished 4 s run over two nodes, burst in second 2, in the shape of Suite.snapshot()."""
+    """A finished 4 s run over two nodes, burst in second 2, in the shape of view.snapshot(suite)."""
     nodes = ["127.0.0.1:1", "127.0.0.1:2"]
     counts = {("steady", "allowed"): 90, ("burst", "allowed"): 60, ("burst", "limited"): 30, ("burst", "error"): errors}
+    seconds = {"steady": 3.0, "burst": 1.0}
+    total = sum(counts.values())
     table = [
-        {"mode": m, "outcome": o, "node": n, "count": counts.get((m, o), 0) // 2, "rate": 0.0, "share": 0.0}
+        {"mode": m, "outcome": o, "node": n, "count": c, "rate": c / seconds[m], "share": c / total}
         for m in ("steady", "burst")
         for o in ("allowed", "limited", "error")
         for n in nodes
+        for c in [counts.get((m, o), 0) // 2]
     ]
     series = [{"t": t, "allowed": 60 if t == 2 else 30, "limited": 30 if t == 2 else 0, "error": 0} for t in (0, 2, 3)]
     return {
@@ -340,10 +369,13 @@ def fake_snapshot(running: bool = False, errors: int = 0) -> dict[str, Any]:
         "target_rps": 0.0,
         "achieved_rps": 45.0,
         "elapsed": 4.0,
+        "settled": 4.0,
+        "distributed": False,
+        "lag": 1.0,
         "t0": 1000.0,
         "run_time": 4.0,
         "nodes": nodes,
-        "mode_seconds": {"steady": 3.0, "burst": 1.0},
+        "mode_seconds": seconds,
         "table": table,
         "series": series,  # second 1 had no request at all
         "stages": [
@@ -401,20 +433,59 @@ def test_a_form_the_suite_would_refuse_is_refused_with_its_message():
     assert vars(opts) == vars(parsed_defaults())  # checking never changes the options
 
 
-def test_the_tab_rows_show_status_then_counts_with_per_node_errors_only_when_there_are_some():
-    rows = render.tab_rows(fake_snapshot(), "http://h/rlsuite")
-    status = {r["item"]: r["value"] for r in rows if "value" in r}
+def test_the_host_field_shows_the_nodes_and_a_host_naming_other_nodes_is_refused():
+    opts = parsed_defaults(node_hosts="http://127.0.0.1:1, https://127.0.0.1:2/")
+    shown = "http://127.0.0.1:1,https://127.0.0.1:2"
+    assert webui.node_hosts(opts.node_hosts) == shown  # what the header and the form's Host show
+    assert webui.check_form(opts, {"host": shown}) is None  # the form as shown
+    assert webui.check_form(opts, {"host": ""}) is None  # Locust keeps its host, which nothing uses
+    assert webui.check_form(opts, {"node_hosts": "http://127.0.0.1:3", "host": "http://127.0.0.1:3/"}) is None
+    message = webui.check_form(opts, {"host": "http://127.0.0.1:9"})
+    assert message.startswith("Host (http://127.0.0.1:9) is not where the run sends requests") and shown in message
+    assert webui.check_form(opts, {"node_hosts": "http://127.0.0.1:3", "host": shown}).endswith(
+        "now http://127.0.0.1:3; set the nodes there and give Host the same list or leave it empty"
+    )
+    assert webui.check_form(opts, {"host": "not a url"}) is not None
+
+
+def test_the_tab_rows_show_status_then_a_pivot_with_a_column_per_node_and_the_total():
+    snap = fake_snapshot(errors=4)
+    rows = render.tab_rows(snap, "http://h/rlsuite")
+    status = {r["item"]: r["value"] for r in rows if "item" in r}
     assert status["Mode now"] == "finished (last: steady)"  # not the stage after the end
     assert status["Verdict"].startswith("none")
-    counts = [r for r in rows if r["item"] == "Requests"]
-    assert len(counts) == 2 * 2 * 3 + 2  # allowed and limited per node and summed, errors only summed
-    assert {r["node"] for r in counts if r["outcome"] == "error"} == {"all nodes"}
-    with_errors = [r for r in render.tab_rows(fake_snapshot(errors=4), "u") if r.get("outcome") == "error"]
-    assert [(r["mode"], r["node"], r["count"]) for r in with_errors if r["mode"] == "burst"] == [
-        ("burst", "127.0.0.1:1", 2),
-        ("burst", "127.0.0.1:2", 2),
-        ("burst", "all nodes", 4),
+    structure = render.tab_structure(snap["nodes"])
+    keys = [c["key"] for c in structure]
+    assert [c["title"] for c in structure] == [
+        "Item",
+        "Value",
+        "Mode",
+        "Outcome",
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        "Total",
+        "Req/s",
+        "Share",
     ]
+    counts = {(r["mode"], r["outcome"]): r for r in rows if "mode" in r}
+    assert list(counts) == [(m, o) for m in ("steady", "burst") for o in ("allowed", "limited", "error")] + [
+        ("all", "all")
+    ]
+    assert all(set(r) <= set(keys) for r in rows)  # every cell has its column
+    node1, node2 = (render.node_key(n) for n in snap["nodes"])
+    assert [(r[node1], r[node2], r["total"]) for r in counts.values()] == [
+        (45, 45, 90),
+        (0, 0, 0),
+        (0, 0, 0),
+        (30, 30, 60),
+        (15, 15, 30),
+        (2, 2, 4),
+        (92, 92, 184),
+    ]
+    # req/s per second of that mode (3 s steady, 1 s burst; all: over the 4 s), share of all requests
+    assert counts[("steady", "allowed")]["rate"] == "30.0" and counts[("burst", "allowed")]["rate"] == "60.0"
+    assert counts[("all", "all")]["rate"] == "46.0" and counts[("all", "all")]["share"] == "100.0%"
+    assert render.node_key("127.0.0.1:1") != "mode"  # a node never takes another column's key
 
 
 def test_the_chart_has_a_step_per_settled_second_the_limit_and_the_bursts():
@@ -422,8 +493,8 @@ def test_the_chart_has_a_step_per_settled_second_the_limit_and_the_bursts():
     assert 'data-points="4"' in svg  # seconds 0-3, the empty second 1 as a zero
     assert svg.count('class="burst"') == 1 and 'data-limit="60"' in svg
     assert 'data-series="allowed"' in svg and 'data-series="limited"' in svg and 'data-series="error"' not in svg
-    live = render.chart_svg({**fake_snapshot(running=True), "elapsed": 3.5}, lag=1.0)
-    assert 'data-points="2"' in live  # while running, the last second still grows: not drawn yet
+    live = render.chart_svg({**fake_snapshot(running=True), "elapsed": 3.5, "settled": 2.0})
+    assert 'data-points="2"' in live  # while running, the seconds not settled still grow: not drawn yet
 
 
 def test_the_report_section_goes_before_the_body_end_once():
@@ -434,3 +505,5 @@ def test_the_report_section_goes_before_the_body_end_once():
     assert render.inject(once, section) == once  # written again (a second quit): replaced, not added
     assert render.inject("<html>no body end", section) is None
     assert "<script" not in section  # the report's section is static
+    # per node: the same pivot as the tab
+    assert "<th>127.0.0.1:1</th><th>127.0.0.1:2</th><th>Total</th>" in section

@@ -2,14 +2,20 @@
 
 - A "Rate limiter" tab: ``extended_tabs`` and ``extended_tables`` in the web UI's template args, its rows in the
   ``extended_stats`` of ``/stats/requests`` (added by an ``after_request`` hook, as Locust's
-  examples/extend_web_ui.py does). Locust's extended tabs can show one plain-text table and nothing else.
+  examples/extend_web_ui.py does). Locust's extended tabs can show one plain-text table and nothing else: a list
+  of columns (``key``, ``title``) read once per page load, and rows as dicts by key, so the per-node columns are
+  those of the nodes when the page was loaded.
 - So the chart is on ``/rlsuite``, a self-contained live page (inline CSS, JS and SVG; it loads only its own
   routes) refreshed from ``/rlsuite/fragment``; ``/rlsuite/snapshot`` is the same data as JSON. Both are linked
   under Download Data, and the tab names the page's address.
 - The start form: Locust lists a custom option only when its parser's own ``add_argument`` marked it, which options
   declared in argument groups (all of the suite's) bypass, so this module fills the form's "Custom parameters"
   itself, in group order, each with its group and help, and checks a submitted form before Locust applies it.
+- The header and the start form show the node hosts where Locust shows its host (which the suite does not use:
+  requests go to absolute node URLs), and a form whose Host names other nodes is refused.
 - ``write_report()``: the same view added to Locust's ``--html`` report (and to the UI's Download Report).
+
+The data all of them show is ``view.snapshot(suite)``; ``render`` formats it.
 
 ``mount`` runs on the master or standalone process only, when Locust has a web UI.
 """
@@ -28,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from rlsuite.options import OptionError
-from rlsuite.webui import render
+from rlsuite.targets import parse_nodes
+from rlsuite.webui import render, view
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +181,31 @@ def check_form(opts: Any, form: Any) -> str | None:
         check_options(trial)
     except OptionError as e:
         return str(e)
-    return None
+    return check_host(trial.node_hosts, form.get("host"))
 
 
-def _lag(suite: Any) -> float:
-    # as the status line: a master hears of requests only when workers report (every 3 s)
-    return 4.0 if suite.is_master else 1.0
+def node_hosts(raw: str) -> str:
+    """The node URLs as the header and the start form's Host field show them (Locust's form warns about spaces)."""
+    return ",".join(node.url for node in parse_nodes(raw))
+
+
+def check_host(nodes: str, host: str | None) -> str | None:
+    """A message if the start form's Host names other nodes than Node Hosts, else None. Locust would apply it to
+    its own host, which the suite does not use (each request goes to a node's absolute URL), and then show it in
+    its header as if the run targeted it. Empty is fine: Locust then keeps its own host (unused) and its header the
+    node hosts the page showed."""
+    if not host or not host.strip():
+        return None
+    try:
+        same = node_hosts(host) == node_hosts(nodes)
+    except OptionError:
+        same = False
+    if same:
+        return None
+    return (
+        f"Host ({host.strip()}) is not where the run sends requests: it goes to Node Hosts (--node-hosts, under Custom "
+        f"parameters), now {node_hosts(nodes)}; set the nodes there and give Host the same list or leave it empty"
+    )
 
 
 def mount(suite: Any, web_ui: Any) -> None:
@@ -198,7 +224,6 @@ def mount(suite: Any, web_ui: Any) -> None:
 
     args = web_ui.template_args
     args["extended_tabs"] = [*args.get("extended_tabs", []), {"title": "Rate limiter", "key": TAB_KEY}]
-    args["extended_tables"] = [*args.get("extended_tables", []), {"key": TAB_KEY, "structure": render.TAB_STRUCTURE}]
     args["extended_csv_files"] = [
         *args.get("extended_csv_files", []),
         {"href": "./rlsuite", "title": "Rate limiter: live chart, verdict and per-node counts"},
@@ -208,11 +233,22 @@ def mount(suite: Any, web_ui: Any) -> None:
     locust_update = web_ui.update_template_args
 
     def update_template_args() -> None:
-        # Locust rebuilds extra_options on every page load (index route); replace it each time after that
+        # Locust rebuilds its args on every page load (index route); replace ours each time after that, from the
+        # options of the current (or last) run, which a submitted form has changed
         locust_update()
-        web_ui.template_args["extra_options"] = form_fields(
-            environment.parsed_options, web_ui.template_args.get("extra_options") or {}
-        )
+        opts = environment.parsed_options
+        page = web_ui.template_args
+        page["extra_options"] = form_fields(opts, page.get("extra_options") or {})
+        # Locust shows its host (here the locustfile's placeholder) in the header and the form; it has no switch to
+        # hide either, so they show where the run sends requests instead
+        page["host"] = node_hosts(opts.node_hosts)
+        page["missing_host_warning"] = page["override_host_warning"] = False
+        # a column per node: the structure is read once per page load
+        nodes = [node.name for node in parse_nodes(opts.node_hosts)]
+        page["extended_tables"] = [
+            *(t for t in page.get("extended_tables", []) if t.get("key") != TAB_KEY),
+            {"key": TAB_KEY, "structure": render.tab_structure(nodes)},
+        ]
 
     web_ui.update_template_args = update_template_args
     update_template_args()
@@ -222,7 +258,7 @@ def mount(suite: Any, web_ui: Any) -> None:
     def current() -> dict[str, Any]:
         now = time.monotonic()
         if now - cache["at"] >= SNAPSHOT_TTL:
-            cache["snap"], cache["at"] = suite.snapshot(), now
+            cache["snap"], cache["at"] = view.snapshot(suite), now
         return cache["snap"]
 
     def snapshot() -> dict[str, Any]:
@@ -234,13 +270,13 @@ def mount(suite: Any, web_ui: Any) -> None:
     @web_ui.auth_required_if_enabled
     def live_page() -> Response:
         links = {"Locust": f"{prefix}/", "Snapshot JSON": f"{prefix}/rlsuite/snapshot", "Metrics": "/metrics"}
-        page = render.page(current(), run_options(environment.parsed_options), _lag(suite), links)
+        page = render.page(current(), run_options(environment.parsed_options), links)
         return Response(page, mimetype="text/html")
 
     @blueprint.route("/rlsuite/fragment")
     @web_ui.auth_required_if_enabled
     def live_fragment() -> Response:
-        html = render.fragment(current(), run_options(environment.parsed_options), _lag(suite))
+        html = render.fragment(current(), run_options(environment.parsed_options))
         response = Response(html, mimetype="text/html")
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -272,10 +308,10 @@ def mount(suite: Any, web_ui: Any) -> None:
             data = response.get_json(silent=True)
             if isinstance(data, dict):
                 page_url = f"{request.host_url.rstrip('/')}{prefix}/rlsuite"
-                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(current(), page_url, _lag(suite))}]
+                data["extended_stats"] = [{"key": TAB_KEY, "data": render.tab_rows(current(), page_url)}]
                 response.set_data(json.dumps(data))
         elif request.endpoint == REPORT_ENDPOINT and response.status_code == 200:
-            section = render.report_section(suite.snapshot(), run_options(environment.parsed_options))
+            section = render.report_section(view.snapshot(suite), run_options(environment.parsed_options))
             report = render.inject(response.get_data(as_text=True), section)
             if report is not None:
                 response.set_data(report)
@@ -293,7 +329,7 @@ def write_report(suite: Any, path: str | os.PathLike[str]) -> str | None:
     if plan is None or not target.is_file() or target.stat().st_mtime < plan.t0:
         logger.info("rlsuite: no HTML report of this run at %s; nothing added", target)
         return None
-    snap = suite.snapshot()
+    snap = view.snapshot(suite)
     options = run_options(suite.environment.parsed_options)
     report = render.inject(target.read_text(encoding="utf-8"), render.report_section(snap, options))
     if report is None:

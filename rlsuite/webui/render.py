@@ -1,4 +1,4 @@
-"""HTML views of a run snapshot (``Suite.snapshot()``): pure functions, data in, markup out.
+"""Views of a run snapshot (``view.snapshot(suite)``): pure functions, data in, markup (or tab rows) out.
 
 One renderer serves the live page (``/rlsuite``, refreshed by swapping in ``/rlsuite/fragment``) and the section
 added to Locust's ``--html`` report, so both always show the same numbers. The chart is inline SVG drawn here, so
@@ -36,11 +36,10 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
-def settled_seconds(snap: dict[str, Any], lag: float) -> int:
-    """Seconds of the run whose counts are complete: requests are counted by start second when they finish, so
-    while running the last ``lag`` seconds (1 s standalone, a worker report interval more on a master) still grow."""
-    elapsed = float(snap.get("elapsed") or 0.0)
-    return max(0, int(elapsed - lag) if snap.get("running") else int(elapsed + 1e-9))
+def settled_seconds(snap: dict[str, Any]) -> int:
+    """Whole seconds of the run whose counts are complete (the snapshot's ``settled``, as the verdict uses it):
+    requests are counted by start second when they finish, and a master hears of them only when workers report."""
+    return max(0, int(float(snap.get("settled") or 0.0) + 1e-9))
 
 
 def mode_now(snap: dict[str, Any]) -> str:
@@ -51,12 +50,6 @@ def mode_now(snap: dict[str, Any]) -> str:
     elapsed = float(snap["elapsed"])
     last = [st["mode"] for st in snap["stages"] if st["start"] < elapsed]
     return f"finished (last: {last[-1]})" if last else "finished"
-
-
-def node_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
-    """The mode x outcome x node table without per-node error rows of a mode that had no errors (all zeros)."""
-    errors = {r["mode"] for r in snap["table"] if r["outcome"] == "error" and r["count"]}
-    return [r for r in snap["table"] if r["outcome"] != "error" or r["mode"] in errors]
 
 
 def mode_totals(snap: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,20 +70,66 @@ def mode_totals(snap: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def catching_up(snap: dict[str, Any], lag: float) -> str:
+def pivot(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The mode x outcome x node table as one row per mode and outcome, then one for all of them: the count per
+    node (``by_node``, in the order of ``snap["nodes"]``), the count over all nodes, its rate (per second of that
+    mode; over the whole run for the last row) and its share of all requests."""
+    nodes = snap["nodes"]
+    cells = {(c["mode"], c["outcome"], c["node"]): c["count"] for c in snap["table"]}
+    rows = [
+        {**r, "by_node": [cells.get((r["mode"], r["outcome"], node), 0) for node in nodes]} for r in mode_totals(snap)
+    ]
+    total = sum(r["count"] for r in rows)
+    seconds = sum(snap.get("mode_seconds", {}).values())
+    rows.append(
+        {
+            "mode": "all",
+            "outcome": "all",
+            "by_node": [sum(r["by_node"][i] for r in rows) for i in range(len(nodes))],
+            "count": total,
+            "rate": total / seconds if seconds > 0 else 0.0,
+            "share": 1.0 if total else 0.0,
+        }
+    )
+    return rows
+
+
+def catching_up(snap: dict[str, Any]) -> str:
     """A caveat for live numbers on a master: workers report every 3 s, so the last seconds are still arriving and
     the achieved rate and the verdict so far read low until they do."""
-    if snap.get("running") and lag > 1.0:
-        return f" (the last ~{lag:g}s still arriving from workers)"
+    if snap.get("running") and snap.get("distributed"):
+        return f" (the last ~{snap['lag']:g}s still arriving from workers)"
     return ""
 
 
-def tab_rows(snap: dict[str, Any], page_url: str, lag: float = 1.0) -> list[dict[str, Any]]:
-    """Rows of the "Rate limiter" tab in Locust's UI, which can only show one table per tab: status lines first
-    (item and value), then the mode x outcome x node counts, each mode x outcome followed by its all-nodes sum
-    (per-node error rows only for a mode that had errors).
+def node_key(node: str) -> str:
+    """The tab's column key for a node's counts. Locust's frontend camel-cases the keys of both the rows and the
+    table structure (``_x`` to ``X``), the same way, so any node name still matches its column; the prefix keeps a
+    node named like another column (``http://mode``) apart."""
+    return f"node:{node}"
 
-    Keys are single lowercase words: Locust's frontend camel-cases keys, and these stay as they are."""
+
+def tab_structure(nodes: list[str]) -> list[dict[str, Any]]:
+    """The "Rate limiter" tab's columns (Locust's ``extended_tables`` structure): status lines use Item and Value,
+    the counts Mode, Outcome, a column per node (titled by its host:port) and the total over the nodes."""
+    return [
+        {"key": "item", "title": "Item"},
+        {"key": "value", "title": "Value"},
+        {"key": "mode", "title": "Mode"},
+        {"key": "outcome", "title": "Outcome"},
+        *({"key": node_key(node), "title": node} for node in nodes),
+        {"key": "total", "title": "Total"},
+        {"key": "rate", "title": "Req/s"},
+        {"key": "share", "title": "Share"},
+    ]
+
+
+def tab_rows(snap: dict[str, Any], page_url: str) -> list[dict[str, Any]]:
+    """Rows of the "Rate limiter" tab in Locust's UI, which can only show one table per tab: status lines first
+    (item and value), then the counts as a pivot: a row per mode and outcome, then one for all, with a column per
+    node (see ``tab_structure``) and the total over the nodes with its rate and share.
+
+    Other keys are single lowercase words, which Locust's frontend leaves as they are."""
     if snap.get("run_id") is None:
         return [{"item": "Run", "value": "no run yet: start one from the form (New)"}]
 
@@ -103,7 +142,7 @@ def tab_rows(snap: dict[str, Any], page_url: str, lag: float = 1.0) -> list[dict
         status("Run", f"#{snap['run_id']} {'running' if snap['running'] else 'finished'}, {length}"),
         status("Mode now", mode_now(snap)),
         status("Target req/s", _num(snap["target_rps"])),
-        status("Achieved req/s", f"{_num(snap['achieved_rps'])} (last 5 complete seconds){catching_up(snap, lag)}"),
+        status("Achieved req/s", f"{_num(snap['achieved_rps'])} (last 5 complete seconds){catching_up(snap)}"),
         status("Late / dropped sends", f"{snap['late']} / {snap['dropped']}"),
     ]
     verdict = snap.get("verdict")
@@ -111,41 +150,23 @@ def tab_rows(snap: dict[str, Any], page_url: str, lag: float = 1.0) -> list[dict
         rows.append(status("Verdict", "none: no limit declared (set Limit in the form)"))
     else:
         so_far = " so far" if snap["running"] else ""
-        result = f"{verdict['result'].upper()}: {verdict['policy']}{catching_up(snap, lag)}"
+        result = f"{verdict['result'].upper()}: {verdict['policy']}{catching_up(snap)}"
         rows.append(status(f"Verdict{so_far}", result))
         rows.extend(status("Reason", reason) for reason in verdict["reasons"])
     rows.append(status("Chart and details", f"{page_url} (also under Download Data)"))
 
-    totals = {(r["mode"], r["outcome"]): r for r in mode_totals(snap)}
-    shown = node_rows(snap)
-    for mode in MODES:
-        for outcome in OUTCOMES:
-            group = [r for r in shown if r["mode"] == mode and r["outcome"] == outcome]
-            for r in [*group, {**totals[(mode, outcome)], "node": "all nodes"}]:
-                rows.append(
-                    {
-                        "item": "Requests",
-                        "mode": mode,
-                        "outcome": outcome,
-                        "node": r["node"],
-                        "count": r["count"],
-                        "rate": _num(r["rate"]),
-                        "share": _pct(r["share"]),
-                    }
-                )
+    for r in pivot(snap):
+        rows.append(
+            {
+                "mode": r["mode"],
+                "outcome": r["outcome"],
+                **{node_key(node): n for node, n in zip(snap["nodes"], r["by_node"], strict=True)},
+                "total": r["count"],
+                "rate": _num(r["rate"]),
+                "share": _pct(r["share"]),
+            }
+        )
     return rows
-
-
-TAB_STRUCTURE = [
-    {"key": "item", "title": "Item"},
-    {"key": "value", "title": "Value"},
-    {"key": "mode", "title": "Mode"},
-    {"key": "outcome", "title": "Outcome"},
-    {"key": "node", "title": "Node"},
-    {"key": "count", "title": "Requests"},
-    {"key": "rate", "title": "Req/s"},
-    {"key": "share", "title": "Share"},
-]
 
 
 # -- HTML --------------------------------------------------------------------------------------------------------
@@ -199,13 +220,12 @@ def summary_html(snap: dict[str, Any]) -> str:
 
 
 def nodes_html(snap: dict[str, Any]) -> str:
-    rows = [
-        [r["mode"], r["outcome"], r["node"], r["count"], _num(r["rate"]), _pct(r["share"])] for r in node_rows(snap)
-    ]
-    return "<h3>Per node</h3>" + _table(["Mode", "Outcome", "Node", "Requests", "Req/s", "Share"], rows, 3, "per-node")
+    """The same pivot as the tab: requests per mode and outcome, a column per node and the total."""
+    rows = [[r["mode"], r["outcome"], *r["by_node"], r["count"]] for r in pivot(snap)]
+    return "<h3>Per node</h3>" + _table(["Mode", "Outcome", *snap["nodes"], "Total"], rows, 2, "per-node")
 
 
-def verdict_html(snap: dict[str, Any], lag: float = 1.0) -> str:
+def verdict_html(snap: dict[str, Any]) -> str:
     verdict = snap.get("verdict")
     if verdict is None:
         return '<h3>Verdict</h3><p class="note">No limit declared (--limit 0): no verdict.</p>'
@@ -214,7 +234,7 @@ def verdict_html(snap: dict[str, Any], lag: float = 1.0) -> str:
     parts = [
         f'<h3>Verdict{so_far}: <span class="badge {RESULT_CLASS.get(result, "")}" data-verdict="{escape(result)}">'
         f"{escape(result.upper())}</span></h3>",
-        f"<p>Declared: {escape(verdict['policy'])}{escape(catching_up(snap, lag))}</p>",
+        f"<p>Declared: {escape(verdict['policy'])}{escape(catching_up(snap))}</p>",
     ]
     rows = [
         [
@@ -283,12 +303,12 @@ def _nice_step(span: float, ticks: int) -> float:
     return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= raw)
 
 
-def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: int = 320) -> str:
+def chart_svg(snap: dict[str, Any], width: int = 960, height: int = 320) -> str:
     """Admitted, limited (and failed) requests per second by start second, the declared limit as a line, the target
     as a dotted step line, burst stages shaded."""
     left, right, top, bottom = 60, 16, 34, 42
     plot_w, plot_h = width - left - right, height - top - bottom
-    settled = settled_seconds(snap, lag)
+    settled = settled_seconds(snap)
     run_time = snap.get("run_time")
     x_max = float(run_time) if run_time else max(10.0, math.ceil(float(snap["elapsed"]) / 10) * 10)
     # a second without a single request started has no entry, and is a real zero
@@ -405,7 +425,7 @@ def chart_svg(snap: dict[str, Any], lag: float = 1.0, width: int = 960, height: 
 # -- pages -------------------------------------------------------------------------------------------------------
 
 
-def fragment(snap: dict[str, Any], options: OptionRows | None = None, lag: float = 1.0) -> str:
+def fragment(snap: dict[str, Any], options: OptionRows | None = None) -> str:
     """Everything about the run, as the body of the live page and of the report section."""
     if snap.get("run_id") is None:
         return '<p class="note" data-running="false">No run yet: start one from Locust\'s start form.</p>'
@@ -414,9 +434,9 @@ def fragment(snap: dict[str, Any], options: OptionRows | None = None, lag: float
         f'<div data-running="{running}" data-run="{snap["run_id"]}">'
         + status_html(snap)
         + '<h3>Requests per second</h3><div class="chart-box">'
-        + chart_svg(snap, lag)
+        + chart_svg(snap)
         + "</div>"
-        + verdict_html(snap, lag)
+        + verdict_html(snap)
         + summary_html(snap)
         + nodes_html(snap)
         + options_html(options)
@@ -424,7 +444,7 @@ def fragment(snap: dict[str, Any], options: OptionRows | None = None, lag: float
     )
 
 
-def page(snap: dict[str, Any], options: OptionRows | None, lag: float, links: dict[str, str]) -> str:
+def page(snap: dict[str, Any], options: OptionRows | None, links: dict[str, str]) -> str:
     """The self-contained live page: inline CSS and JS, which swaps in a fresh fragment every few seconds."""
     nav = " · ".join(f'<a href="{escape(href)}">{escape(label)}</a>' for label, href in links.items())
     return (
@@ -432,7 +452,7 @@ def page(snap: dict[str, Any], options: OptionRows | None, lag: float, links: di
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Rate limiter - Locust</title><style>{asset('rlsuite.css')}</style></head>"
         f'<body class="rlsuite"><header><h2>Rate limiter</h2><nav>{nav}</nav></header>'
-        f'<main id="rlsuite-live" data-fragment="rlsuite/fragment">{fragment(snap, options, lag)}</main>'
+        f'<main id="rlsuite-live" data-fragment="rlsuite/fragment">{fragment(snap, options)}</main>'
         f"<script>{asset('live.js')}</script></body></html>"
     )
 
@@ -445,7 +465,7 @@ def report_section(snap: dict[str, Any], options: OptionRows | None) -> str:
     """The section added to Locust's HTML report: static (no script), styled by its own scoped CSS."""
     return (
         f'{REPORT_START}<section id="rlsuite-report" class="rlsuite"><style>{asset("rlsuite.css")}</style>'
-        "<header><h2>Rate limiter</h2></header>" + fragment(snap, options, lag=0.0) + f"</section>{REPORT_END}"
+        "<header><h2>Rate limiter</h2></header>" + fragment(snap, options) + f"</section>{REPORT_END}"
     )
 
 

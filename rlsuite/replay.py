@@ -74,9 +74,9 @@ class Partition:
         # Counted requests in flight longer than the cap, by their latest decision time: the strict side counts
         # them there (the latest is the strictest: a bucket refilled meanwhile loses nothing) and as already
         # counted until then.
-        self.late: list[float] = []
+        self.late: list[float] | None = None  # (lists made when first needed: a partition is usually idle)
         # rejections awaiting the requests that started within `spread` after them: [due, room, counted, ev]
-        self.pending: list[tuple[float, float, int, tuple]] = []
+        self.pending: list[tuple[float, float, int, tuple]] | None = None
 
 
 class Judge:
@@ -119,10 +119,14 @@ class Judge:
         elif outcome == LIMITED and not long:
             room = p.model.room(t)
             if room is not None:
-                p.pending.append((t + self.spread, room - len(late), p.counted, (code, t, node, key)))
+                if p.pending is None:
+                    p.pending = []
+                p.pending.append((t + self.spread, room - (len(late) if late else 0), p.counted, (code, t, node, key)))
         if outcome != LIMITED or self.spec.counts_rejected:
             if long:
-                heapq.heappush(late, t + duration + 2 * self.skew)
+                if p.late is None:
+                    p.late = []
+                heapq.heappush(p.late, t + duration + 2 * self.skew)
             else:
                 p.model.count(t)
             p.counted += 1

@@ -153,7 +153,7 @@ def test_keys_are_separate_partitions_and_memory_stays_bounded():
         rp.add(flat)
         rp.advance(T0 + second + 0.5)
     rp.finish()
-    held = sum(len(p.model.log) + len(p.model.counts) + len(p.pending) for p in rp.declared.partitions.values())
+    held = sum(len(p.model.log) + len(p.model.counts) + len(p.pending or ()) for p in rp.declared.partitions.values())
     assert len(rp.declared.partitions) == 200
     assert held <= 200 * 12  # a window's worth per key, whatever the run's length
 

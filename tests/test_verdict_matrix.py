@@ -21,7 +21,7 @@ from tests.thirdparty.harness import limits_cluster
 pytestmark = pytest.mark.integration
 
 LIMIT = 20
-LOAD = ["-t", "6s", "--steady-rps", str(5 * LIMIT), "--burst-duration", "0", "--limit", str(LIMIT), "--window", "1"]
+LOAD = ["-t", "4s", "--steady-rps", str(5 * LIMIT), "--burst-duration", "0", "--limit", str(LIMIT), "--window", "1"]
 # (demo limiter options, declared options) per algorithm
 DEMO = {
     "token-bucket": (["--algorithm", "token-bucket"], ["--limit-algorithm", "token-bucket"]),

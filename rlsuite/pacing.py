@@ -4,7 +4,8 @@ Locust's wait times are closed-model (a user waits after its own request), so a 
 load and users spawned together fire in lumps. Here the load is a list of numbered slots with due times from the
 schedule; the next free user waits until the next slot is due, takes it and sends it. The rate is therefore exact
 whatever the latency (as long as a user is free), spacing is even, and the node of slot ``g`` is ``g % nodes``: a
-global round-robin shared by every worker without talking to each other.
+global round-robin shared by every worker without talking to each other. Each process sends only the slots the
+master granted it (see rlsuite.plan), so together they send every slot once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from rlsuite import options
-from rlsuite.plan import Plan
+from rlsuite.plan import Plan, Progress
 from rlsuite.targets import Node
 
 
@@ -66,9 +67,14 @@ class Slot:
 class Pacer:
     """Hands out this process's slots, each at its due time, to whichever user asks next.
 
-    One user at a time waits for the next slot (holding ``_turn``), and takes it only once it is due: no slot is
-    ever held by a sleeping user, so a user stopped by Locust (ramp-down, rebalancing, stop) loses none, and a plan
-    that changes while a user waits applies to the very next slot.
+    The process sends only the slots its plan grants it (``Plan.grants``), in slot order, and keeps its progress on
+    each grant (the first slot of it not handled yet), so a grant that comes late (slots handed back by a worker
+    that quit) is sent from its start, and a grant extended by a newer plan from where it was. One user at a time
+    waits for the next slot
+    (holding ``_turn``), and takes it only once it is due: no slot is ever held by a sleeping user, so a user stopped
+    by Locust (ramp-down, rebalancing, stop) loses none, and new grants apply to the very next slot. A plan that
+    arrives late changes nothing already sent: the slots it grants that are past due are sent late, or dropped and
+    counted beyond ``--max-send-delay``.
     """
 
     def __init__(
@@ -83,38 +89,66 @@ class Pacer:
         self._on_drop = on_drop
         self._sleep = sleep or self._wait_or_change
         self.plan: Plan | None = None
-        self._old: Plan | None = None  # the previous share of this run, still stepped until plan.share_from
-        self._next = 0  # the next slot number of this process
+        self._grants: list[list[int]] = []  # [start, end, index, count, first slot not handled yet] per grant
+        self.last = -1  # the slot handled last (sent or dropped)
+        self.run: tuple[str, int] = ("", -1)  # (epoch, run id) of the last plan adopted: the progress is in that run
+        self._newest: tuple[str, int] = ("", 0)  # (epoch, version) of the newest plan seen
+        self._closed: tuple[str, int] | None = None  # (epoch, run id) this process stopped: its plans are refused
+        self._final = False  # this process quits: every plan is refused
+        self.taken = 0  # slots handed to users (not dropped) since the process started: the in-flight count's base
         self._turn = Semaphore()
         self._changed = Event()
 
     def apply(self, plan: Plan) -> bool:
-        """Adopt ``plan`` unless an equal or newer version is already in use. Returns True when adopted.
+        """Adopt ``plan`` unless a newer one of the same master was seen, or its run was closed here. Returns True
+        when adopted.
 
-        A re-split (workers joined or left) takes effect at ``plan.share_from``, a slot the master chose a little
-        in the future: until then this process keeps stepping its old share, from then on the new one, so that
-        together the workers send every slot once whatever the message latency.
+        Within a run, the plan's grants replace the old ones, each with the progress it had (a newer plan's grants
+        hold every slot of the older ones not handled yet: the master never takes one back, and leaves out only
+        grants that a report said were handled).
         """
-        current = self.plan
-        if current is not None and plan.version <= current.version:
+        epoch, version = self._newest
+        if self._final or (plan.epoch == epoch and plan.version <= version):
             return False
-        if not _same_share(current, plan):
-            if current is not None and current.run_id == plan.run_id:
-                self._old = current
-                if self._next >= plan.share_from:  # the message came late: switch now, from where we are
-                    self._next, self._old = _first_of(plan, self._next), None
-            else:
-                self._old = None
-                self._next = _first_of(plan, plan.share_from)
+        run = (plan.epoch, plan.run_id)
+        if run == self._closed:
+            return False
+        self._newest = (plan.epoch, plan.version)
+        current = self.plan
+        before = self._peek()[0]
+        done = self.progress() if run == self.run else {}
+        self.run = run
         self.plan = plan
+        self._grants = [[s, e, i, c, max(s, done.get((s, i, c), s))] for s, e, i, c in plan.grants]
         self._on_adopt(plan)
-        self._notify()
+        if (
+            current is None
+            or (current.epoch, current.run_id, current.t0, current.max_delay)
+            != (plan.epoch, plan.run_id, plan.t0, plan.max_delay)
+            or self._peek()[0] != before
+        ):
+            self._notify()  # only then can the user waiting for the next slot have to wake (plans come often)
         return True
 
-    def clear(self) -> None:
-        """Forget the plan (the run stopped); users wait for the next one."""
-        self.plan = self._old = None
+    def close(self, final: bool = False) -> tuple[str, int, Progress]:
+        """Stop sending this run's slots for good (the run stopped): later plans of the run are refused; ``final``
+        (this process quits): every later plan is. Returns (epoch, run id, progress) of the last run adopted: the
+        slots it was granted beyond its progress were never sent and can be handed back (none of a later run was)."""
+        plan = self.plan
+        self.plan = None
         self._notify()
+        if plan is not None:
+            self._closed = (plan.epoch, plan.run_id)
+        self._final = self._final or final
+        return (*self.run, self.progress())
+
+    def progress(self) -> Progress:
+        """Per grant of the last run adopted: the first slot not handled yet."""
+        return {(s, i, c): n for s, _, i, c, n in self._grants}
+
+    def clear(self) -> None:
+        """Forget the plan (the run stopped); users wait for the next run's."""
+        self.close()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -130,23 +164,27 @@ class Pacer:
         # user finish its task) must not send one more slot per waiting user.
         self._changed.wait(seconds)
 
-    def _advance(self, plan: Plan) -> None:
-        number, old = self._next, self._old
-        if old is not None and number < plan.share_from:
-            following = number + old.share_count
-            self._next = following if following < plan.share_from else _first_of(plan, plan.share_from)
-        else:
-            self._old = None
-            self._next = number + plan.share_count
+    def _peek(self) -> tuple[int | None, list[int] | None]:
+        """The first granted slot not handled yet, and its grant; None when none is granted (yet)."""
+        best = grant = None
+        for g in self._grants:
+            n = g[4]
+            n += (g[2] - n) % g[3]
+            if n < g[1] and (best is None or n < best):
+                best, grant = n, g
+        return best, grant
 
     def next_slot(self) -> Slot | None:
-        """The next slot of this process, returned when it is due; None when there is no plan or it has ended."""
+        """The next slot of this process, returned when it is due; None when there is no plan, nothing is granted
+        beyond what was sent (the next plan will grant more), or the run has ended."""
         with self._turn:
             while True:
                 plan = self.plan
                 if plan is None:
                     return None
-                number = self._next
+                number, grant = self._peek()
+                if grant is None:
+                    return None
                 due = plan.schedule.slot(number)
                 if due is None:
                     return None
@@ -156,29 +194,17 @@ class Pacer:
                 if delay > 0:
                     self._sleep(delay)
                     continue  # look again: the plan may have changed meanwhile
-                self._advance(plan)
+                grant[4] = number + 1
+                self.last = number
                 if plan.max_delay and -delay > plan.max_delay:
                     # Every user was busy for longer than --max-send-delay: sending now would put this request in
                     # another second (or stage) than planned, so it is dropped and counted, as k6 drops iterations.
                     self._on_drop(mode)
                     continue
+                self.taken += 1
                 targets = plan.targets
                 index = number % len(targets.nodes)
                 node = targets.nodes[index]
                 key = targets.key_index(number)
                 headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
                 return Slot(number, at, mode, node, targets.url(node), key, headers, index)
-
-
-def _first_of(plan: Plan, start: int) -> int:
-    """The first slot at or after ``start`` in the plan's share."""
-    return start + (plan.share_index - start) % plan.share_count
-
-
-def _same_share(a: Plan | None, b: Plan | None) -> bool:
-    return (
-        a is not None
-        and b is not None
-        and a.run_id == b.run_id
-        and (a.share_index, a.share_count) == (b.share_index, b.share_count)
-    )

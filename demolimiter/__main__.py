@@ -1,18 +1,3 @@
-from __future__ import annotations
+from demolimiter.launch import main
 
-import signal
-import sys
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM before the event loop owns signals: still a clean stop
-
-
-signal.signal(signal.SIGTERM, _terminate)  # first thing: the imports below take tens of milliseconds
-try:
-    from .cli import main
-
-    code = main()
-except KeyboardInterrupt:
-    code = 0
-sys.exit(code)
+main()

@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+from locust import argument_parser as locust_argument_parser
 from locust.contrib.fasthttp import insecure_ssl_context_factory
+from locust.exception import RPCError
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 import atexit
+import functools
 import json
 import logging
 import math
@@ -27,17 +30,18 @@ import gevent
 from geventhttpclient.client import HTTPClientPool
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
-from rlsuite.classify import ERROR, LIMITED, OUTCOMES, REFUSED, error_kind, outcome_of
-from rlsuite.conductor import Conductor, default_users
+from rlsuite.classify import ERROR, LIMITED, REFUSED, error_kind, outcome_of
+from rlsuite.conductor import Conductor, default_users, tune_locust_timers
+from rlsuite.csvfiles import CsvFiles
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
-from rlsuite.plan import MESSAGE, READY, Plan
+from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN, Plan, progress_to_message
 from rlsuite.replay import ADMITTED, BURST_FLAG, UNKNOWN, UNSENT
 from rlsuite.replay import LIMITED as LIMITED_CODE
-from rlsuite.schedule import BURST, MODES
-from rlsuite.tally import DELTA_KEY, DROPPED, LATE, Tally, Totals
+from rlsuite.schedule import BURST
+from rlsuite.tally import DELTA_KEY, Tally, Totals
 from rlsuite.users import CONTEXT_KEY
 from rlsuite.verdict import PASS, Verdict, evaluate
 
@@ -99,9 +103,13 @@ class Suite:
         self.status = Status()
         self.conductor: Conductor | None = None
         self.exporter: exporter.Exporter | None = None
+        self.csv: CsvFiles | None = None  # with --csv: the suite's own CSV files beside Locust's
         self._printer: gevent.Greenlet | None = None
         self._summarised_run = 0
         self._run_id = -1  # of the last plan adopted
+        self._recorded = 0  # requests drained into reports since the process started (with pacer.taken: in flight)
+        self._reports_sent = 0
+        self._clock_offset: tuple[tuple[str, int], float] = (("", -1), 0.0)  # (epoch, run id), smallest offset seen
         self._pools: dict[float, HTTPClientPool] = {}
 
     @property
@@ -195,20 +203,73 @@ class Suite:
     # -- worker side -------------------------------------------------------------------------------------------
 
     def on_plan_message(self, environment: Any, msg: Any, **_: Any) -> None:
-        offset = time.time() - msg.data["sent_at"]
-        plan = Plan.from_message(msg.data, offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0)
-        if self.pacer.apply(plan):
-            logger.debug("adopted plan v%s: share %s/%s", plan.version, plan.share_index, plan.share_count)
+        data = msg.data
+        # local minus master clock, plus this message's latency: the smallest over the run's lead and first second
+        # is the estimate, fixed after that (plans come five times a second: a delayed message must not move t0, nor
+        # a step of the master's clock later in the run)
+        now = time.time()
+        offset = now - data["sent_at"]
+        run = (data["epoch"], data["run_id"])
+        seen_run, seen = self._clock_offset
+        if run == seen_run:
+            offset = min(offset, seen) if now < data["t0"] + seen + 1.0 else seen
+        self._clock_offset = (run, offset)
+        current = self.pacer.plan
+        plan = Plan.from_message(data, offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0, current)
+        if plan is None:
+            return  # grants of a run whose plan has not reached this worker yet: the master resends it every second
+        share = current.grants[-1][2:] if current and current.grants else None
+        if self.pacer.apply(plan) and plan.grants and plan.grants[-1][2:] != share:
+            start, _, index, count = plan.grants[-1]
+            logger.debug("adopted plan v%s: share %s/%s from slot %s", plan.version, index, count, start)
+
+    def in_flight(self) -> int:
+        """Slots handed to users whose request is not recorded in a drained report yet."""
+        return self.pacer.taken - self._recorded - sum(self.tally.requests.values())
 
     def on_report_to_master(self, data: dict, **_: Any) -> None:
-        data[DELTA_KEY] = self.drain()
+        in_flight = self.in_flight()  # before the drain: the requests recorded since the last one are in it
+        data[DELTA_KEY] = delta = self.drain()
+        self._recorded += sum(row[-1] for row in delta["requests"])
+        epoch, run_id = self.pacer.run
+        self._reports_sent += 1
+        data[PROGRESS_KEY] = {
+            "epoch": epoch,
+            "run_id": run_id,
+            "seq": self._reports_sent,
+            "progress": progress_to_message(self.pacer.progress()),
+            "inflight": in_flight,
+        }
+
+    def on_worker_quitting(self, **_: Any) -> None:
+        """This worker quits while its run goes on (SIGTERM, Ctrl-C): hand its unsent slots back to the master at
+        once, let the requests in flight finish, and send a final report (Locust sends none when a worker quits by
+        itself), all before Locust's own "quit" message."""
+        going = self.pacer.plan is not None
+        epoch, run_id, done = self.pacer.close(final=True)  # no plan is adopted any more, even one on its way
+        try:
+            # Also without a plan: the master may have granted this worker slots of a run whose first plan is still
+            # on its way; it then grants them all again (the master ignores this when no run is going).
+            self.runner.send_message(RETURN, {"epoch": epoch, "run_id": run_id, "progress": progress_to_message(done)})
+            if not going:
+                return  # the master stopped the run: the worker's final report went out with its stop
+            timeout = float(getattr(self.environment.parsed_options, "request_timeout", 2.0)) + 0.5
+            deadline = time.monotonic() + timeout
+            while self.in_flight() > 0 and time.monotonic() < deadline:
+                gevent.sleep(0.02)
+            self.runner._send_stats()  # what Locust itself does on a "quit" from the master: report_to_master + send
+        except RPCError as e:  # the master is gone: nothing to hand back to
+            logger.info("rlsuite: could not hand this worker's slots back to the master: %s", e)
 
     # -- master / standalone side ------------------------------------------------------------------------------
 
-    def on_worker_report(self, data: dict, **_: Any) -> None:
+    def on_worker_report(self, data: dict, client_id: str = "", **_: Any) -> None:
         delta = data.get(DELTA_KEY)
         if delta:
             self.totals.absorb(delta)
+        progress = data.get(PROGRESS_KEY)
+        if progress and self.conductor is not None:
+            self.conductor.reported(client_id, progress)
 
     def begin_run(self) -> bool:
         """Called by the shape on the first tick of a run. False (and an error logged) for a bad option."""
@@ -232,24 +293,31 @@ class Suite:
     def _start_printer(self) -> None:
         self._stop_printer()
         interval = float(self.environment.parsed_options.stats_interval)
-        if interval > 0:
-            self._printer = gevent.spawn(self._print_status_every, interval)
+        self._printer = gevent.spawn(self._every_second, interval)
 
     def _stop_printer(self) -> None:
         if self._printer is not None:
             self._printer.kill(block=False)
             self._printer = None
 
-    def _print_status_every(self, interval: float) -> None:
+    def _every_second(self, interval: float) -> None:
+        """While a run goes: bring the counts and the verdict's replay up to date every second (so memory holds
+        seconds of requests, not the run's), and print the status line every ``interval`` seconds (0 = never)."""
         # A master only learns of requests when workers report (every 3 s), so its window lags further behind.
         lag = REPORT_LAG_SECONDS if self.is_master else 1.0
+        step = min(1.0, interval) if interval > 0 else 1.0
+        next_line = time.monotonic() + interval
         while True:
-            gevent.sleep(interval)
+            gevent.sleep(step)
             plan = self.conductor.plan
             if plan is None:
                 continue
             self.sync()
-            self.judge()  # keeps the verdict gauges in /metrics current
+            self.judge()  # replays what is settled; keeps the verdict gauges in /metrics current
+            self.write_csv()
+            if interval <= 0 or time.monotonic() < next_line - 1e-3:
+                continue
+            next_line += interval
             now = time.time()
             hi = int(now - lag)
             lo = max(hi - interval, plan.t0)
@@ -282,10 +350,22 @@ class Suite:
             stats.num_requests,
         )
         where = f"\nPrometheus metrics: {self.exporter.url}" if self.exporter and self.exporter.url else ""
-        for client_id, at, lost in self.conductor.departures:
-            what = "was LOST (no heartbeat)" if lost else "left (quit)"
-            where += f"\nWorker {client_id} {what} {at:g}s into the run"
+        for d in self.conductor.departures:
+            if not d.lost:
+                handed = f": handed back {d.returned} unsent slot(s), sent by the others" if d.returned else ""
+                where += f"\nWorker {d.worker} left (quit) {d.at:g}s into the run{handed}"
+            elif d.back:
+                where += f"\nWorker {d.worker} went missing {d.at:g}s into the run and came back (its counts are in)"
+            else:
+                bound, at = self.conductor.unaccounted(d.worker)
+                since = "from the start of the run" if at is None else f"after its last report, {at:g}s into the run"
+                heard = "" if d.heard is None else f" (last heard {d.heard:g}s)"
+                where += (
+                    f"\nWorker {d.worker} was LOST (no heartbeat) {d.at:g}s into the run{heard}: at most {bound} of "
+                    f"its requests are unaccounted for (the slots it held {since}, and those then in flight)"
+                )
         verdict = self.judge(final=True)
+        self.write_csv(final=True)
         if verdict is not None:
             where += "\n\n" + verdict.render()
             path = str(self.environment.parsed_options.verdict_json)
@@ -296,68 +376,6 @@ class Suite:
             where += "\nNo limit declared (--limit): no verdict."
         print(f"\n{text}{where}\n", flush=True)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything a live view needs about the current or last run, as JSON-ready data (web UI, reports)."""
-        self.sync()
-        conductor, run, status = self.conductor, self.totals.run, self.status
-        plan = conductor.plan if conductor else None
-        if plan is None:
-            return {"running": False, "run_id": None}
-        nodes = [n.name for n in plan.targets.nodes]
-        elapsed = conductor.elapsed()
-        seconds = plan.schedule.mode_seconds(elapsed)
-        total = run.count()
-        table = []
-        for mode in MODES:
-            for outcome in OUTCOMES:
-                for node in nodes:
-                    n = run.count(mode=mode, outcome=outcome, node=node)
-                    table.append(
-                        {
-                            "mode": mode,
-                            "outcome": outcome,
-                            "node": node,
-                            "count": n,
-                            "rate": n / seconds[mode] if seconds[mode] > 0 else 0.0,
-                            "share": n / total if total else 0.0,
-                        }
-                    )
-        by_second = run.by_second()
-        base = int(plan.t0)
-        series = [
-            {"t": second - base, "allowed": c[0], "limited": c[1], "error": c[2]}
-            for second, c in sorted(by_second.items())
-        ]
-        complete = [s for s in series if s["t"] < int(elapsed)]
-        recent = complete[-5:]
-        policy = conductor.policy
-        verdict = self.judge()
-        return {
-            "running": status.running,
-            "run_id": plan.run_id,
-            # at the very end of a run, elapsed == run time is the start of a stage that never ran
-            "mode": plan.schedule.stage_at(elapsed - 1e-6).mode,
-            "target_rps": status.target_rps,
-            "achieved_rps": sum(s["allowed"] + s["limited"] + s["error"] for s in recent) / max(1, len(recent)),
-            "elapsed": elapsed,
-            "t0": plan.t0,
-            "run_time": plan.schedule.run_time,
-            "nodes": nodes,
-            "mode_seconds": seconds,
-            "table": table,
-            "series": series,
-            "stages": [
-                {"index": s.index, "mode": s.mode, "start": s.start, "end": s.end, "rps": s.rps}
-                for s in plan.schedule.stages(until=max(elapsed, 1.0))
-            ],
-            "limit_rps": policy.rate * plan.targets.partitions if policy else None,
-            "policy": policy.describe() if policy else None,
-            "late": run.sent(None, LATE),
-            "dropped": run.sent(None, DROPPED),
-            "verdict": verdict.to_json() if verdict else None,
-            "metrics_url": self.exporter.url if self.exporter else None,
-        }
-
     def settled_elapsed(self) -> float:
         """Seconds of the run whose counts are all in: while it runs, a master hears of requests only when workers
         report (every 3 s), and the current second is never complete; after it, everything."""
@@ -365,6 +383,13 @@ class Suite:
         if not self.status.running:
             return elapsed
         return max(0.0, math.floor(elapsed - (REPORT_LAG_SECONDS if self.is_master else 1.0)))
+
+    def write_csv(self, final: bool = False) -> None:
+        plan = self.conductor.plan if self.conductor else None
+        if self.csv is not None and plan is not None:
+            nodes = [n.name for n in plan.targets.nodes]
+            elapsed = self.conductor.elapsed()
+            self.csv.write(self.totals.run, plan.schedule, plan.t0, elapsed, self.settled_elapsed(), nodes, final)
 
     def replay_horizon(self) -> float:
         """Seconds after its start by which every request is recorded here: it ended or timed out, and (on a
@@ -474,6 +499,17 @@ def _stop_on_sigterm(runner: Any) -> None:
         gevent.spawn(runner.quit)
 
 
+def _cache_locust_default_args() -> None:
+    """A Locust worker rebuilds Locust's whole argument parser once per option for every spawn message (runners.py:
+    ``k not in argument_parser.default_args_dict()`` inside a comprehension): 0.1-0.4 s with the worker's loop
+    blocked, so every slot due meanwhile goes out late, at the start and whenever the master re-dispatches users (a
+    worker joined, quit or was lost). The defaults never change within a process: build them once."""
+    if not hasattr(locust_argument_parser.default_args_dict, "cache_info"):
+        locust_argument_parser.default_args_dict = functools.lru_cache(maxsize=1)(
+            locust_argument_parser.default_args_dict
+        )
+
+
 def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None:
     suite = Suite(environment)
     environment.rlsuite = suite
@@ -483,12 +519,15 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
     if isinstance(runner, WorkerRunner):
         # Workers know only the CLI defaults until a run starts: they take everything from the master's plan.
+        tune_locust_timers(runner)  # heartbeats every 0.25 s, reports every 1 s (see rlsuite.conductor)
+        _cache_locust_default_args()
         runner.register_message(MESSAGE, suite.on_plan_message)
         # A worker connects to the master before `init` runs, so a plan sent in between finds no handler and is
         # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
         runner.send_message(READY)
         events.request.add_listener(suite.on_request)
         events.report_to_master.add_listener(suite.on_report_to_master)
+        events.quitting.add_listener(suite.on_worker_quitting)
         return
 
     try:
@@ -499,6 +538,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
 
     suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
+    if getattr(opts, "csv_prefix", None):
+        suite.csv = CsvFiles(opts.csv_prefix)
     if web_ui is not None:
         suite.exporter.mount(web_ui)
         webui.mount(suite, web_ui)
@@ -517,8 +558,11 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         gevent.signal_handler(signal.SIGTERM, lambda: _stop_on_sigterm(runner))
 
     if isinstance(runner, MasterRunner):
+        tune_locust_timers(runner)  # heartbeats every 0.25 s, a worker missing after 1.75-2 s (rlsuite.conductor)
         events.worker_report.add_listener(suite.on_worker_report)
+        events.heartbeat_sent.add_listener(lambda client_id, **_: suite.conductor.heard(client_id))
         runner.register_message(READY, lambda environment, msg, **_: suite.conductor.resend(msg.node_id))
+        runner.register_message(RETURN, lambda environment, msg, **_: suite.conductor.hand_back(msg.node_id, msg.data))
         if getattr(opts, "headless", False):
             atexit.register(_explain_missing_workers, runner, opts)
     else:

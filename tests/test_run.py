@@ -1,5 +1,6 @@
 """End to end: `locust -f locustfiles/ratelimit.py --headless` against the demo cluster, all real processes."""
 
+import csv
 import json
 import re
 import signal
@@ -45,6 +46,8 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
             "3",
             "--stats-interval",
             "2",
+            "--csv",
+            str(tmp_path / "out"),
         )
         server = cluster.server_counts()
 
@@ -85,6 +88,19 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
     assert 'Advertised by the target: RateLimit-Policy "default" q=120 w=1' in out
     assert "Header findings: none" in out
     assert sample_sum(run.metrics, "rlsuite_verdict", result="pass") == 1
+    # --csv: the suite's files beside Locust's, the same counts as /metrics, a row per node and second
+    with (tmp_path / "out_rlsuite.csv").open() as f:
+        totals = list(csv.DictReader(f))
+    for row in totals:
+        node = {} if row["Node"] == "all" else {"node": row["Node"]}
+        assert int(row["Requests"]) == per(run, mode=row["Mode"], outcome=row["Outcome"], **node), row
+    with (tmp_path / "out_rlsuite_history.csv").open() as f:
+        history = list(csv.DictReader(f))
+    seconds = [int(r["Elapsed"]) for r in history if r["Node"] == "all"]
+    assert seconds[:15] == list(range(15)) and len(seconds) <= 16  # (a request may start just after the end)
+    for outcome in ("Allowed", "Limited", "Error"):
+        assert sum(int(r[outcome]) for r in history if r["Node"] == "all") == per(run, outcome=outcome.lower())
+    assert (tmp_path / "out_stats.csv").exists()  # Locust's own files are still there
 
 
 @pytest.mark.parametrize(

@@ -216,9 +216,7 @@ class EpochWindow(Model):
         return False
 
     def count(self, t: float) -> None:
-        self._start(t)
-        _keep_since(self.counts, t - self.spec.window - self.spread)
-        self.counts.append(t)
+        _count_recent(self, self.counts, t, self.spec.window)
 
     def room(self, t: float) -> float | None:
         self._start(t)
@@ -252,16 +250,10 @@ class SlidingLog(Model):
         return False
 
     def count(self, t: float) -> None:
-        self._start(t)
-        _keep_since(self.counts, t - self.spec.window - self.spread)
-        self.counts.append(t)
+        _count_recent(self, self.counts, t, self.spec.window)
 
     def room(self, t: float) -> float | None:
-        self._start(t)
-        since = t - self.spec.window - self.spread
-        if self.first is None or since < self.first:
-            return None
-        return self.spec.limit - _keep_since(self.counts, since)
+        return _room_recent(self, self.counts, t, self.spec.window)
 
 
 class WindowBound(Bucket):
@@ -277,16 +269,27 @@ class WindowBound(Bucket):
         self.counts: deque[float] = deque()
 
     def count(self, t: float) -> None:
-        self._start(t)
-        _keep_since(self.counts, t - self.lookback - self.spread)
-        self.counts.append(t)
+        _count_recent(self, self.counts, t, self.lookback)
 
     def room(self, t: float) -> float | None:
-        self._start(t)
-        since = t - self.lookback - self.spread
-        if self.first is None or since < self.first:
-            return None
-        return self.spec.limit - _keep_since(self.counts, since)
+        return _room_recent(self, self.counts, t, self.lookback)
+
+
+def _count_recent(model: Model, times: deque[float], t: float, lookback: float) -> None:
+    """Strict side of the window algorithms: keep the counted requests of the last ``lookback`` + spread."""
+    model._start(t)
+    _keep_since(times, t - lookback - model.spread)
+    times.append(t)
+
+
+def _room_recent(model: Model, times: deque[float], t: float, lookback: float) -> float | None:
+    """``limit`` less the requests counted in the ``lookback`` (+ spread) before ``t``; None while that span reaches
+    back before the partition's first request (what came before is unknown)."""
+    model._start(t)
+    since = t - lookback - model.spread
+    if model.first is None or since < model.first:
+        return None
+    return model.spec.limit - _keep_since(times, since)
 
 
 def _keep_since(times: deque[float], since: float) -> int:

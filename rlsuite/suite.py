@@ -42,7 +42,7 @@ from rlsuite.replay import ADMITTED, BURST_FLAG, UNKNOWN, UNSENT
 from rlsuite.replay import LIMITED as LIMITED_CODE
 from rlsuite.schedule import BURST
 from rlsuite.tally import DELTA_KEY, Tally, Totals
-from rlsuite.users import CONTEXT_KEY
+from rlsuite.users import CONTEXT_KEY, SuiteClientPool
 from rlsuite.verdict import PASS, Verdict, evaluate
 
 logger = logging.getLogger(__name__)
@@ -169,10 +169,12 @@ class Suite:
         """The connection pool this process's users share, for a given timeout."""
         pool = self._pools.get(timeout)
         if pool is None:
-            pool = self._pools[timeout] = HTTPClientPool(
+            # Every request (waiting for a connection, connecting, sending, the whole answer) ends within the
+            # timeout: one deadline per request (see rlsuite.users) instead of a timeout per socket operation.
+            pool = self._pools[timeout] = SuiteClientPool(
                 concurrency=POOL_CONNECTIONS_PER_NODE,
                 connection_timeout=timeout,
-                network_timeout=timeout,
+                network_timeout=None,
                 insecure=True,  # as FastHttpUser: load tests do not verify certificates
                 ssl_context_factory=insecure_ssl_context_factory,
             )

@@ -19,12 +19,19 @@ ADMITTED_STATUS = 200
 # error kinds, the `kind` label of rlsuite_errors_total
 REFUSED = "refused"
 TIMEOUT = "timeout"
+# the request never got a connection within --request-timeout: it waited in this process (for a free slot in the
+# connection pool, or for the node's address) and was never sent, so the node is not to blame
+POOL_TIMEOUT = "pool_timeout"
 RESET = "reset"
 HTTP_4XX = "http_4xx"
 HTTP_5XX = "http_5xx"
 HTTP_OTHER = "http_other"
 TRANSPORT = "transport"
-ERROR_KINDS = (REFUSED, TIMEOUT, RESET, HTTP_4XX, HTTP_5XX, HTTP_OTHER, TRANSPORT)
+ERROR_KINDS = (REFUSED, TIMEOUT, POOL_TIMEOUT, RESET, HTTP_4XX, HTTP_5XX, HTTP_OTHER, TRANSPORT)
+
+
+class PoolTimeout(TimeoutError):
+    """No connection to the node within --request-timeout (raised by the suite's connection pool)."""
 
 
 def success_statuses(rejection_statuses: Collection[int]) -> frozenset[int]:
@@ -48,8 +55,11 @@ def error_kind(status: int, error: BaseException | None) -> str:
         if 500 <= status < 600:
             return HTTP_5XX
         return HTTP_OTHER
-    # geventhttpclient surfaces some socket errors wrapped in its own ConnectionError, and gevent's Timeout is
-    # not an OSError, so the class name and message are checked too
+    # geventhttpclient wraps a timeout in its RetriesExceeded (``original``) and surfaces some socket errors wrapped
+    # in its own ConnectionError, and gevent's Timeout is not an OSError, so the class name and message are checked
+    # too
+    if isinstance(error, PoolTimeout) or isinstance(getattr(error, "original", None), PoolTimeout):
+        return POOL_TIMEOUT
     text = f"{type(error).__name__} {error}".lower()
     if isinstance(error, ConnectionRefusedError) or "refused" in text:
         return REFUSED

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 from locust import argument_parser as locust_argument_parser
-from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.exception import RPCError
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from geventhttpclient.client import HTTPClientPool
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
 from rlsuite.classify import ERROR, LIMITED, REFUSED, error_kind, outcome_of
@@ -49,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 # Clocks closer than this are treated as the same clock: a correction would only add the message latency.
 CLOCK_SKEW_TOLERANCE = 0.05
-# Connections a process may open to one node: far more than are ever in flight (a user waits for none), opened
-# only when needed.
-POOL_CONNECTIONS_PER_NODE = 10_000
 # How far behind a master's counts are while a run goes on: workers report every 3 s (Locust's
 # WORKER_REPORT_INTERVAL), plus a second for the report to arrive.
 REPORT_LAG_SECONDS = 4.0
@@ -110,7 +105,6 @@ class Suite:
         self._recorded = 0  # requests drained into reports since the process started (with pacer.taken: in flight)
         self._reports_sent = 0
         self._clock_offset: tuple[tuple[str, int], float] = (("", -1), 0.0)  # (epoch, run id), smallest offset seen
-        self._pools: dict[float, HTTPClientPool] = {}
 
     @property
     def runner(self) -> Any:
@@ -164,19 +158,6 @@ class Suite:
             code,
             slot.node_index,
         )
-
-    def connection_pool(self, timeout: float) -> HTTPClientPool:
-        """The connection pool this process's users share, for a given timeout."""
-        pool = self._pools.get(timeout)
-        if pool is None:
-            pool = self._pools[timeout] = HTTPClientPool(
-                concurrency=POOL_CONNECTIONS_PER_NODE,
-                connection_timeout=timeout,
-                network_timeout=timeout,
-                insecure=True,  # as FastHttpUser: load tests do not verify certificates
-                ssl_context_factory=insecure_ssl_context_factory,
-            )
-        return pool
 
     def _on_dropped(self, mode: str) -> None:
         self.tally.dropped(mode)

@@ -1,19 +1,24 @@
 import pytest
+from geventhttpclient.useragent import RetriesExceeded
 
 from rlsuite.classify import (
     ALLOWED,
     ERROR,
+    ERROR_KINDS,
     HTTP_4XX,
     HTTP_5XX,
     LIMITED,
+    POOL_TIMEOUT,
     REFUSED,
     RESET,
     TIMEOUT,
     TRANSPORT,
+    PoolTimeout,
     error_kind,
     outcome_of,
     success_statuses,
 )
+from rlsuite.connections import RequestTimeout
 
 
 def test_success_is_200_and_the_rejection_statuses_only():
@@ -40,7 +45,19 @@ def test_outcome_follows_what_locust_judged(status, failed, outcome):
         (0, ConnectionResetError(104, "reset"), RESET),
         (0, BrokenPipeError(), RESET),
         (0, OSError("something else"), TRANSPORT),
+        # the suite's own: no connection within --request-timeout (never sent), or no full answer within it
+        (0, PoolTimeout("pool timeout: no connection to 127.0.0.1:8081 within --request-timeout 2s"), POOL_TIMEOUT),
+        (0, RequestTimeout(), TIMEOUT),
+        # as Locust sees them: geventhttpclient wraps a timeout in RetriesExceeded (max_retries 0)
+        (0, RetriesExceeded("http://127.0.0.1:8081/", 0, original=PoolTimeout("pool timeout")), POOL_TIMEOUT),
+        (0, RetriesExceeded("http://127.0.0.1:8081/", 0, original=RequestTimeout()), TIMEOUT),
+        (0, RetriesExceeded("http://127.0.0.1:8081/", 0, original=TimeoutError("timed out")), TIMEOUT),
     ],
 )
 def test_error_kind(status, error, kind):
     assert error_kind(status, error) == kind
+
+
+def test_every_kind_is_a_label_value_and_pool_timeouts_are_their_own():
+    assert POOL_TIMEOUT in ERROR_KINDS and len(set(ERROR_KINDS)) == len(ERROR_KINDS) == 8
+    assert isinstance(PoolTimeout("x"), TimeoutError)  # Locust counts it as a failure, like any timeout

@@ -18,7 +18,6 @@ conductor that runs the cases back to back, the shape, and the wiring per role.
 from __future__ import annotations
 
 from locust import FastHttpUser, LoadTestShape, constant, task
-from locust.contrib.fasthttp import insecure_ssl_context_factory
 from locust.runners import STATE_INIT, MasterRunner, WorkerRunner
 
 import logging
@@ -34,7 +33,6 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
-from geventhttpclient.client import HTTPClientPool
 
 from rlsuite import exporter, options, policy, targets
 from rlsuite.classify import REFUSED, error_kind, success_statuses
@@ -42,6 +40,7 @@ from rlsuite.conformance import cases, grading, html, reports
 from rlsuite.conformance.fields import retry_after
 from rlsuite.conformance.grading import INCONCLUSIVE, Result
 from rlsuite.conformance.traffic import DATE, FIELDS, NO_KEY, RETRY_AFTER, Outcome, Phase, Record
+from rlsuite.connections import shared_pool
 from rlsuite.options import OptionError
 from rlsuite.replay import ADMITTED, LIMITED, UNKNOWN, UNSENT
 
@@ -54,7 +53,6 @@ LEAD_DISTRIBUTED = 0.8  # ... when its shots travel to workers first
 ANSWER_GRACE = 2.0  # seconds beyond the request timeout to wait for a phase's last records
 CLOCK_SKEW_TOLERANCE = 0.05  # worker clocks closer to the master's than this are taken as the same clock
 USERS_MARGIN = 10
-POOL_CONNECTIONS_PER_NODE = 10_000
 
 
 def add_arguments(parser: Any) -> None:
@@ -255,7 +253,7 @@ class ConformanceUser(FastHttpUser):
     def __init__(self, environment: Any) -> None:
         catalogue: Catalogue = environment.rlsuite_conformance
         opts = environment.parsed_options
-        self.client_pool = catalogue.connection_pool(float(opts.request_timeout))
+        self.client_pool = shared_pool(environment, float(opts.request_timeout))
         super().__init__(environment)
         self.client.client.valid_response_codes = success_statuses(targets.parse_statuses(opts.rejection_statuses))
         self._dispatcher = catalogue.dispatcher
@@ -331,7 +329,6 @@ class Catalogue:
         self.config: Config | None = None
         self.progress = Progress()
         self.exporter: exporter.Exporter | None = None
-        self._pools: dict[float, HTTPClientPool] = {}
         self._greenlet: gevent.Greenlet | None = None
         self._run = 0
         self._stopping = False
@@ -349,18 +346,6 @@ class Catalogue:
     @property
     def distributed(self) -> bool:
         return isinstance(self.runner, MasterRunner)
-
-    def connection_pool(self, timeout: float) -> HTTPClientPool:
-        pool = self._pools.get(timeout)
-        if pool is None:
-            pool = self._pools[timeout] = HTTPClientPool(
-                concurrency=POOL_CONNECTIONS_PER_NODE,
-                connection_timeout=timeout,
-                network_timeout=timeout,
-                insecure=True,
-                ssl_context_factory=insecure_ssl_context_factory,
-            )
-        return pool
 
     def count(self, label: str, code: int) -> None:
         key = (label, OUTCOME_LABEL[code])

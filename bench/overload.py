@@ -1,0 +1,498 @@
+"""The generator at its limits: requests/s at overload with the default options, latencies that stay within the
+timeout, and CPU per request at a fixed rate; the suite side by side with plain Locust, in one run.
+
+1. Overload: the suite with the options a user would run, `--steady-rps 15000 --burst-duration 0` (far beyond one
+   core; everything that shapes the load is default: -u from the formula, --max-send-delay 1, --request-timeout 2)
+   vs a plain FastHttpUser with 100 users and no wait (bench/plain_locustfile.py). Requests/s per core (generator
+   pinned to one CPU, the target to the other) and, from the suite's runs, the largest latencies: Locust's max
+   response time, the suite's own (service and from the intended send time) against --request-timeout and
+   --max-send-delay, and failures by kind (``pool_timeout``).
+2. CPU per request at a fixed rate: the suite at `--steady-rps 4000 --burst-duration 0` (defaults) vs a plain
+   FastHttpUser paced by Locust's `constant_throughput` (100 users x 40/s, bench/paced_locustfile.py): CPU seconds
+   of the generator process over the measured seconds / requests Locust counted in them.
+
+Runs alternate (each repetition runs every generator once, in rotated order); figures are medians with min/max and
+the number of runs. With ``--baseline-root DIR`` a second copy of the suite (e.g. the last commit, from
+``git archive HEAD | tar -x -C DIR``) runs beside the one measured (this checkout, or ``--suite-root DIR``) in both
+sections, so before/after ratios come out of the same run.
+
+    python bench/overload.py                          # about 8 minutes; prints the report, writes bench/OVERLOAD.md
+    python bench/overload.py --baseline-root /tmp/base
+    python bench/overload.py --smoke --out /tmp/O.md  # a few seconds per run: the figures come out
+
+Everything runs on 127.0.0.1 (nginx, one worker process, 3 ports; the demo limiter without nginx), every run is
+bounded in time, every process is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import limiter_rps  # noqa: E402 - pinning, ports, the demo limiter
+import run as bench_run  # noqa: E402 - the targets, the quiet gate, process and statistics helpers of bench/run.py
+
+PROBE = BENCH / "overload_probe.py"
+PLAIN = BENCH / "plain_locustfile.py"
+PACED = BENCH / "paced_locustfile.py"
+DEFAULT_OUT = BENCH / "OVERLOAD.md"
+
+OVERLOAD_RPS = 15000.0  # beyond one core: the issue's figure
+PLAIN_USERS = 100
+FIXED_RPS = 4000.0
+PACED_USERS, PACED_USER_RPS = 100, 40.0  # 100 x 40/s = FIXED_RPS
+NODES = 3  # the default -u formula depends on it: peak x (0.05 + timeout / nodes)
+REQUEST_TIMEOUT = 2.0  # the default, named here for the latency bounds
+MAX_SEND_DELAY = 1.0  # the default
+
+GOAL_OVERLOAD = 0.97  # suite / plain FastHttpUser requests/s per core at overload, default options
+GOAL_CPU = 1.05  # suite / paced plain FastHttpUser CPU per request at 4,000/s
+
+
+@dataclass(frozen=True)
+class Settings:
+    reps: int
+    overload_seconds: int
+    fixed_seconds: int
+    warmup: int  # whole seconds left out at the start of each measured window
+    smoke: bool
+
+
+def settings(ns: argparse.Namespace) -> Settings:
+    if ns.smoke:
+        return Settings(ns.reps or 1, 4, 5, 1, True)
+    return Settings(ns.reps or 5, ns.seconds or 10, 15, 2, False)
+
+
+log = bench_run.log
+BenchError = bench_run.BenchError
+Series = bench_run.Series
+paired = bench_run.paired
+
+
+# -- one locust run, its CPU sampled -------------------------------------------------------------------------------
+
+
+@dataclass
+class Sampled:
+    probe: dict[str, Any]
+    output: str
+    cpu: list[tuple[float, float]]  # (wall-clock time, CPU seconds of the locust process)
+
+    def per_sec(self, which: str) -> dict[int, int]:
+        return {int(k): v for k, v in self.probe.get(f"{which}_per_sec", {}).items()}
+
+    def cpu_between(self, lo: float, hi: float) -> float:
+        return _interpolate(self.cpu, hi) - _interpolate(self.cpu, lo)
+
+
+def _interpolate(samples: list[tuple[float, float]], at: float) -> float:
+    for (t1, c1), (t2, c2) in itertools.pairwise(samples):
+        if t1 <= at <= t2:
+            return c1 + (c2 - c1) * (at - t1) / (t2 - t1) if t2 > t1 else c1
+    raise BenchError(f"no CPU samples around {at:.1f} ({len(samples)} samples)")
+
+
+_runs = iter(range(1, 1_000_000))
+
+
+def run_sampled(files: list[Path], args: list[str], pin: list[str], tmp: Path, timeout: float, **env: str) -> Sampled:
+    """One headless locust run to its end (cwd: a temp dir, so no locust.conf applies), its CPU time sampled every
+    0.1 s from /proc; the probe's JSON read back."""
+    out = tmp / f"overload-probe-{next(_runs)}.json"
+    cmd = [*pin, sys.executable, "-m", "locust", "-f", ",".join(map(str, files)), "--headless", "--only-summary", *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_PROBE_OUT": str(out), **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    cpu: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            used = bench_run.process_cpu(proc.pid)
+            if used or not cpu:
+                cpu.append((time.time(), used))
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        bench_run.stop_group(proc)
+        raise BenchError(f"locust still running after {timeout:.0f}s: {' '.join(cmd[:12])} ...") from None
+    finally:
+        done.set()
+        sampler.join(5)
+        bench_run.stop_group(proc)
+    if proc.returncode not in (0, 1) or not out.exists() or "Traceback" in output:
+        raise BenchError(f"locust failed (exit {proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
+    return Sampled(json.loads(out.read_text()), output, cpu)
+
+
+def suite_args(urls: list[str], seconds: int, rps: float) -> list[str]:
+    """The suite with its defaults for everything that shapes the load; only its output is quietened."""
+    return [
+        "-t",
+        f"{seconds}s",
+        "--node-hosts",
+        ",".join(urls),
+        "--steady-rps",
+        f"{rps:g}",
+        "--burst-duration",
+        "0",
+        "--metrics-port",
+        "0",
+        "--metrics-linger",
+        "0",
+        "--stats-interval",
+        "0",
+    ]
+
+
+def suite_window(res: Sampled, seconds: int, warmup: int) -> tuple[int, int]:
+    t0 = int(res.probe["t0"])
+    return t0 + warmup, t0 + seconds
+
+
+def plain_window(res: Sampled, seconds: int, warmup: int) -> tuple[int, int]:
+    """Whole seconds of a plain run: its first (partial) second and the warm-up out, then as long as the suite's."""
+    per_sec = res.per_sec("locust")
+    if not per_sec:
+        raise BenchError("no requests counted")
+    first = min(per_sec) + 1 + warmup
+    return first, min(first + seconds - warmup, max(per_sec))
+
+
+def rate(per_sec: dict[int, int], lo: int, hi: int) -> float:
+    return bench_run.window_rate(per_sec, lo, hi)
+
+
+# -- the sections ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    settings: Settings
+    target: str = ""
+    suite: Path = ROOT
+    baseline: Path | None = None
+    overload: dict[str, Series] = field(default_factory=dict)  # generator -> req/s
+    per_cpu: dict[str, Series] = field(default_factory=dict)  # generator -> requests per CPU-second
+    latency: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # suite generator -> per run figures
+    cpu: dict[str, Series] = field(default_factory=dict)  # generator -> CPU microseconds per request
+    cpu_rate: dict[str, Series] = field(default_factory=dict)  # generator -> requests/s in the window
+    background: dict[str, bench_run.Background] = field(default_factory=dict)
+    gate: bench_run.QuietGate = field(default_factory=lambda: bench_run.QuietGate(0.0, 0.0))
+    notes: list[str] = field(default_factory=list)
+
+
+def suite_files(root: Path) -> list[Path]:
+    return [root / "locustfiles" / "ratelimit.py", PROBE]
+
+
+def overload(r: Results, s: Settings, urls: list[str], pin: list[str], tmp: Path) -> None:
+    """Section 1: every generator once per repetition, in rotated order."""
+
+    def record(name: str, res: Sampled, per_sec: dict[int, int], lo: int, hi: int) -> None:
+        requests = sum(per_sec.get(sec, 0) for sec in range(lo, hi))
+        r.overload.setdefault(name, Series()).add(requests / (hi - lo))
+        # requests per CPU-second of the generator: its speed per core, whatever share of the core it got
+        r.per_cpu.setdefault(name, Series()).add(requests / res.cpu_between(lo, hi))
+
+    def suite(name: str, root: Path, *extra: str) -> Any:
+        def go() -> None:
+            args = [*suite_args(urls, s.overload_seconds, OVERLOAD_RPS), *extra]
+            res = run_sampled(suite_files(root), args, pin, tmp, 120)
+            record(name, res, res.per_sec("suite"), *suite_window(res, s.overload_seconds, s.warmup))
+            p = res.probe
+            r.latency.setdefault(name, []).append(
+                {
+                    "locust_max_s": p["locust_max_ms"] / 1000,
+                    "service_max_s": p["service_max_s"],
+                    "intended_max_s": p["intended_max_s"],
+                    "errors": p["errors"],
+                    "dropped": sum(n for k, n in p["sends"].items() if k.endswith("dropped")),
+                    "users": p["users"],
+                    "requests": p["suite_requests"],
+                }
+            )
+
+        return go
+
+    def plain() -> None:
+        args = ["-t", f"{s.overload_seconds + 1}s", "-H", urls[0], "-u", str(PLAIN_USERS), "-r", "1000"]
+        res = run_sampled([PLAIN, PROBE], args, pin, tmp, 120)
+        record("plain", res, res.per_sec("locust"), *plain_window(res, *_ov(s)))
+
+    steps = [("suite", suite("suite", r.suite)), ("plain", plain)]
+    if r.baseline:
+        steps.insert(1, ("baseline", suite("baseline", r.baseline)))
+    if not s.smoke:
+        steps.append(("nodrop", suite("nodrop", r.suite, "--max-send-delay", "0")))
+    _alternate(r, s, "overload", steps)
+
+
+def _ov(s: Settings) -> tuple[int, int]:
+    return s.overload_seconds, s.warmup
+
+
+def cpu_per_request(r: Results, s: Settings, urls: list[str], pin: list[str], tmp: Path) -> None:
+    """Section 2: CPU seconds over the measured whole seconds / requests Locust counted in them (by completion)."""
+
+    def record(name: str, res: Sampled, lo: int, hi: int) -> None:
+        per_sec = res.per_sec("locust")
+        requests = sum(per_sec.get(sec, 0) for sec in range(lo, hi))
+        if not requests:
+            raise BenchError(f"{name}: no requests in the window")
+        r.cpu.setdefault(name, Series()).add(res.cpu_between(lo, hi) / requests * 1e6)
+        r.cpu_rate.setdefault(name, Series()).add(requests / (hi - lo))
+
+    def suite(name: str, root: Path) -> Any:
+        def go() -> None:
+            res = run_sampled(suite_files(root), suite_args(urls, s.fixed_seconds, FIXED_RPS), pin, tmp, 120)
+            record(name, res, *suite_window(res, s.fixed_seconds, s.warmup))
+
+        return go
+
+    def paced() -> None:
+        args = ["-t", f"{s.fixed_seconds + 1}s", "-H", urls[0], "-u", str(PACED_USERS), "-r", "1000"]
+        res = run_sampled([PACED, PROBE], args, pin, tmp, 120, BENCH_USER_RPS=f"{PACED_USER_RPS:g}")
+        record("paced", res, *plain_window(res, s.fixed_seconds, s.warmup))
+
+    steps = [("suite", suite("suite", r.suite)), ("paced", paced)]
+    if r.baseline:
+        steps.insert(1, ("baseline", suite("baseline", r.baseline)))
+    _alternate(r, s, "cpu", steps)
+
+
+def _alternate(r: Results, s: Settings, section: str, steps: list[tuple[str, Any]]) -> None:
+    for rep in range(s.reps):
+        k = rep % len(steps)
+        for name, fn in steps[k:] + steps[:k]:
+            r.gate.wait()
+            log(f"{section} rep {rep + 1}/{s.reps}: {name}")
+            with bench_run.background(r.background, f"{section} {name}"):
+                fn()
+
+
+# -- the report ------------------------------------------------------------------------------------------------------
+
+LABELS = {
+    "suite": "suite, default options",
+    "baseline": "suite (--baseline-root), default options",
+    "nodrop": "suite, --max-send-delay 0 (hand-picked: no slot dropped)",
+    "plain": f"plain FastHttpUser, {PLAIN_USERS} users, no wait",
+    "paced": f"plain FastHttpUser, {PACED_USERS} users x constant_throughput({PACED_USER_RPS:g})",
+}
+
+
+def _row(label: str, se: Series, fmt: Any, share: float) -> list[str]:
+    return [label, fmt(se.median), fmt(se.lo), fmt(se.hi), str(len(se.values)), f"{share:.0%}"]
+
+
+def _ratio(a: Series, b: Series) -> str:
+    p = paired(a, b)
+    return f"**{p.median:.3f}x** (min {p.lo:.3f}, max {p.hi:.3f}, {len(p.values)} pairs)" if p.ok else "n/a"
+
+
+def _where(root: Path) -> str:
+    return "this checkout" if root == ROOT else f"`{root}`"
+
+
+def render(r: Results, command: str) -> str:
+    s = r.settings
+    share = {k: b.share for k, b in r.background.items()}
+    out = [
+        "# Overload, latency and CPU per request",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (commit "
+        f"{bench_run.commit()}); {os.cpu_count()} CPUs. The suite: {_where(r.suite)}"
+        + (f"; the baseline suite: {_where(r.baseline)}" if r.baseline else "")
+        + ". "
+        f"Target: {r.target}, {NODES} ports on 127.0.0.1, pinned to CPU 1; every generator pinned to CPU 0. Runs "
+        f"alternate; medians of {s.reps} repetition(s) with min/max; *others' CPU* is the share of all CPUs that "
+        f"other processes used meanwhile (the machine is shared; before each run the bench waited up to 5 s for "
+        f"a quiet half second: {r.gate.waited:.0f} s in all).",
+        "",
+        "## 1. Overload with the default options",
+        "",
+        f"The suite: `--steady-rps {OVERLOAD_RPS:g} --burst-duration 0 -t {s.overload_seconds}s` and nothing else "
+        "that shapes the load (-u from the formula, --max-send-delay 1, --request-timeout 2; output quietened: "
+        "`--metrics-port 0 --metrics-linger 0 --stats-interval 0`), counted by the suite by start second over "
+        f"[t0+{s.warmup}, t0+{s.overload_seconds}). Plain: `-u {PLAIN_USERS} -r 1000 -H <first port>`, Locust's "
+        "count over as many whole seconds after its first and the warm-up.",
+        "",
+        *bench_run.table(
+            ["Generator", "req/s median", "min", "max", "per CPU-second median", "min", "max", "runs", "others' CPU"],
+            [
+                [
+                    LABELS[k],
+                    bench_run.rps(se.median),
+                    bench_run.rps(se.lo),
+                    bench_run.rps(se.hi),
+                    bench_run.rps(r.per_cpu[k].median),
+                    bench_run.rps(r.per_cpu[k].lo),
+                    bench_run.rps(r.per_cpu[k].hi),
+                    str(len(se.values)),
+                    f"{share.get(f'overload {k}', 0.0):.0%}",
+                ]
+                for k, se in r.overload.items()
+                if se.ok
+            ],
+        ),
+        "",
+        "*Per CPU-second*: requests over the CPU time the generator process used in the same seconds, its speed per "
+        "core whatever share of the core the machine's other processes left it (each generator is CPU-bound here).",
+        "",
+    ]
+    ov, pc = r.overload, r.per_cpu
+    for a, b, goal in (("suite", "plain", True), ("baseline", "plain", False), ("suite", "baseline", False)):
+        if a in ov and b in ov:
+            out.append(
+                f"- {a} / {b}: {_ratio(ov[a], ov[b])} in requests/s, {_ratio(pc[a], pc[b])} per CPU-second"
+                + (f"; goal >= {GOAL_OVERLOAD}x." if goal else ".")
+            )
+    if "nodrop" in ov and "plain" in ov:
+        out.append(
+            f"- suite with --max-send-delay 0 / plain: {_ratio(ov['nodrop'], ov['plain'])} in requests/s, "
+            f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second: the difference to the default is the cost of "
+            "dropping the slots that are more than 1 s late (Pacer.next_slot)."
+        )
+    out += [
+        "",
+        f"Largest latencies of the suite's runs (bounds: --request-timeout {REQUEST_TIMEOUT:g} s for a request's own "
+        f"time, plus --max-send-delay {MAX_SEND_DELAY:g} s from its intended send time):",
+        "",
+    ]
+    rows = []
+    for name, runs in r.latency.items():
+        errors: dict[str, int] = {}
+        for run in runs:
+            for kind, n in run["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
+        rows.append(
+            [
+                LABELS[name],
+                f"{max(run['locust_max_s'] for run in runs):.3f}",
+                f"{max(run['service_max_s'] for run in runs):.3f}",
+                f"{max(run['intended_max_s'] for run in runs):.3f}",
+                ", ".join(f"{k} {v}" for k, v in sorted(errors.items()) if v) or "none",
+                f"{statistics.median(run['dropped'] for run in runs):,.0f}",
+                f"{max(run['users'] for run in runs):,}",
+            ]
+        )
+    out += bench_run.table(
+        [
+            "Suite",
+            "Locust max response time s",
+            "suite's max latency s",
+            "max from intended send s",
+            "failures by kind (all runs)",
+            "dropped sends (median)",
+            "users",
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "## 2. CPU per request at a fixed rate",
+        "",
+        f"{FIXED_RPS:,.0f} requests/s for {s.fixed_seconds} s. The suite: `--steady-rps {FIXED_RPS:g} "
+        f"--burst-duration 0` (defaults otherwise, as in 1); plain: `-u {PACED_USERS} -r 1000` with "
+        f"`wait_time = constant_throughput({PACED_USER_RPS:g})`. CPU: utime + stime of the locust process "
+        f"(/proc, sampled every 0.1 s) over the whole seconds after its first {s.warmup} (suite: from t0), divided "
+        "by the requests Locust counted in those seconds.",
+        "",
+        *bench_run.table(
+            ["Generator", "CPU us/request median", "min", "max", "runs", "others' CPU"],
+            [_row(LABELS[k], se, lambda v: f"{v:.1f}", share.get(f"cpu {k}", 0.0)) for k, se in r.cpu.items() if se.ok],
+        ),
+        "",
+        "Requests/s in the measured seconds (median): "
+        + ", ".join(f"{k} {bench_run.rps(se.median)}" for k, se in r.cpu_rate.items())
+        + ".",
+        "",
+    ]
+    cpu = r.cpu
+    if "suite" in cpu and "paced" in cpu:
+        ratio = _ratio(cpu["suite"], cpu["paced"])
+        out.append(f"- suite / paced plain, CPU per request: {ratio}; goal <= {GOAL_CPU}x.")
+    if "baseline" in cpu and "paced" in cpu:
+        out.append(f"- baseline suite / paced plain: {_ratio(cpu['baseline'], cpu['paced'])}.")
+    if "baseline" in cpu and "suite" in cpu:
+        out.append(f"- suite / baseline suite: {_ratio(cpu['suite'], cpu['baseline'])}.")
+    if r.notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="one short repetition (CI: the figures come out)")
+    p.add_argument("--reps", type=int, help="repetitions per section (default 5; smoke 1)")
+    p.add_argument("--seconds", type=int, help="seconds per overload run (default 10)")
+    p.add_argument("--suite-root", type=Path, default=ROOT, help="the checkout of the suite to measure (default: this)")
+    p.add_argument("--baseline-root", type=Path, help="another checkout of the suite to run beside it")
+    p.add_argument("--sections", default="1,2", help="which sections (default 1,2)")
+    p.add_argument("--target", choices=("nginx", "demolimiter"), help="static target (default nginx if installed)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the report (default {DEFAULT_OUT})")
+    ns = p.parse_args()
+    s = settings(ns)
+    r = Results(s, suite=ns.suite_root.resolve(), baseline=ns.baseline_root.resolve() if ns.baseline_root else None)
+    for option, root in (("--suite-root", r.suite), ("--baseline-root", r.baseline)):
+        if root and not (root / "locustfiles" / "ratelimit.py").exists():
+            raise BenchError(f"{option} {root}: no locustfiles/ratelimit.py there")
+    if not s.smoke:
+        r.gate = bench_run.QuietGate(per_run=5.0, budget=180.0)
+    server_pin, load_pin = limiter_rps.cpus()
+    if not server_pin:
+        r.notes.append("fewer than 2 CPUs or no taskset: nothing was pinned")
+    kind = ns.target or ("nginx" if shutil.which("nginx") else "demolimiter")
+    r.target = "nginx (1 worker process, `return 200`)" if kind == "nginx" else "the demo limiter (memory, no limit)"
+    sections = {x.strip() for x in ns.sections.split(",")}
+    with tempfile.TemporaryDirectory(prefix="rlsuite-overload-") as tmp_name:
+        tmp = Path(tmp_name)
+        with bench_run.target(kind, NODES, server_pin, tmp) as urls:
+            if "1" in sections:
+                overload(r, s, urls, load_pin, tmp)
+            if "2" in sections:
+                cpu_per_request(r, s, urls, load_pin, tmp)
+    command = f"python bench/overload.py {' '.join(sys.argv[1:])}".strip()
+    text = render(r, command)
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text(text)
+    print(text)
+    log(f"wrote {ns.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(1)

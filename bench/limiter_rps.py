@@ -6,32 +6,28 @@ measure the server), except the *-429 cases, where nearly every request takes th
 
     python bench/limiter_rps.py            # 3 s x 3 runs per case, median
     python bench/limiter_rps.py --smoke    # ~1 s per case, one run: checks the figures come out (CI)
+    python bench/limiter_rps.py --root /tmp/base --root .   # two checkouts side by side, runs alternating
+
+With more than one ``--root`` every case runs a limiter from each checkout at the same time (same server CPU; the
+one not under load idles) and wrk alternates between them, so that drift on the machine hits them alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import selectors
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script: `bench` is a package of the checkout's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# the tests' helpers: one free_port (bench/run.py uses it from here too) and one redis-server launcher
-from tests.support import RedisServer, free_port  # noqa: E402, F401
-
-HIGH = ["--limit", "1000000000", "--window", "1"]
-LOW = ["--limit", "1", "--window", "3600"]  # first request admitted, the rest limited
+from bench.processes import cpus
+from bench.targets import HIGH, LOW, ROOT, demo_limiter, redis_server
+from bench.wrk import Run, wrk
 
 
 @dataclass(frozen=True)
@@ -50,97 +46,25 @@ CASES = [
 ]
 
 
-@dataclass(frozen=True)
-class Run:
-    rps: float
-    requests: int
-    non2xx: int
-    errors: int
-
-
-def cpus() -> tuple[list[str], list[str]]:
-    """taskset prefixes (server, load generator): separate cores when there are two."""
-    if shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
-        a, b = sorted(os.sched_getaffinity(0))[:2]
-        return ["taskset", "-c", str(b)], ["taskset", "-c", str(a)]
-    return [], []
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def redis_server(pin: list[str]) -> Iterator[str]:
-    with RedisServer(prefix=pin) as server:
-        yield server.url
-
-
-@contextmanager
-def limiter(args: list[str], pin: list[str]) -> Iterator[list[str]]:
-    proc = subprocess.Popen(
-        [*pin, sys.executable, "-m", "demolimiter", "--base-port", "0", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-            line = proc.stdout.readline().decode() if sel.select(20) else ""  # type: ignore[union-attr]
-        if not line.startswith("READY "):
-            raise SystemExit(f"bench: demolimiter {' '.join(args)} did not start")
-        yield line[6:].strip().split(",")
-    finally:
-        stop(proc)
-        proc.stdout.close()  # type: ignore[union-attr]
-
-
-def wrk(urls: list[str], connections: int, duration: float, pin: list[str]) -> Run:
-    """One wrk per node URL, all at once; connections split between them; totals summed."""
-    per = max(1, connections // len(urls))
-    procs = [
-        subprocess.Popen(
-            [*pin, "wrk", "-t1", f"-c{per}", f"-d{max(1, round(duration))}s", url + "/"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        for url in urls
-    ]
-    rps = 0.0
-    requests = non2xx = errors = 0
-    for p in procs:
-        out, _ = p.communicate(timeout=duration + 30)
-        text = out.decode()
-        m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-        if p.returncode != 0 or not m:
-            raise SystemExit(f"bench: wrk failed:\n{text}")
-        rps += float(m.group(1))
-        requests += int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
-        if n := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
-            non2xx += int(n.group(1))
-        if e := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
-            errors += sum(int(x) for x in e.groups())
-    return Run(rps, requests, non2xx, errors)
-
-
-def measure(case: Case, reps: int, duration: float, connections: int) -> list[Run]:
+def measure(case: Case, reps: int, duration: float, connections: int, roots: list[Path]) -> list[list[Run]]:
+    """Per root, ``reps`` wrk runs against the case's limiter started from that checkout; the roots alternate."""
     server_pin, load_pin = cpus()
     with ExitStack() as stack:
-        args = case.args
-        if case.redis:
-            args = [*args, "--redis-url", stack.enter_context(redis_server(server_pin))]
-        urls = stack.enter_context(limiter(args, server_pin))
-        wrk(urls, connections, 1, load_pin)  # warm-up: connections, redis script cache
-        return [wrk(urls, connections, duration, load_pin) for _ in range(reps)]
+        targets = []
+        for root in roots:
+            args = case.args
+            if case.redis:
+                args = [*args, "--redis-url", stack.enter_context(redis_server(server_pin))]
+            targets.append(stack.enter_context(demo_limiter(args, server_pin, root)))
+        for urls in targets:
+            wrk(urls, connections, 1, load_pin)  # warm-up: connections, redis script cache
+        runs: list[list[Run]] = [[] for _ in roots]
+        for rep in range(reps):
+            order = list(range(len(roots)))
+            k = rep % len(order)
+            for i in order[k:] + order[:k]:  # rotated, so that no checkout always runs first
+                runs[i].append(wrk(targets[i], connections, duration, load_pin))
+        return runs
 
 
 def main() -> int:
@@ -150,9 +74,16 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3, help="runs per case; the median is reported (default 3)")
     p.add_argument("--connections", type=int, default=50, help="keep-alive connections in total (default 50)")
     p.add_argument("--cases", default="", help="comma-separated substrings selecting cases (default all)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="checkout whose demolimiter runs (default: this one); give it twice to measure two side by side",
+    )
     ns = p.parse_args()
     if ns.smoke:
         ns.duration, ns.reps = 1.0, 1
+    roots = [r.resolve() for r in ns.root or [ROOT]]
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -166,16 +97,19 @@ def main() -> int:
         f"server cpu: {' '.join(server_pin) or 'unpinned'}; wrk cpu: {' '.join(load_pin) or 'unpinned'}; "
         f"{ns.connections} connections; {ns.reps} x {ns.duration:g}s per case"
     )
+    if len(roots) > 1:
+        print("checkouts, runs alternating: " + "; ".join(f"[{i + 1}] {root}" for i, root in enumerate(roots)))
     print(f"{'case':<28} {'req/s (median)':>15} {'runs':>26} {'limited':>8} {'errors':>7}")
     for case in cases:
-        runs = measure(case, ns.reps, ns.duration, ns.connections)
-        median = statistics.median(r.rps for r in runs)
-        limited = sum(r.non2xx for r in runs) / max(1, sum(r.requests for r in runs))
-        listed = ", ".join(f"{r.rps:,.0f}" for r in runs)
-        print(
-            f"{case.name:<28} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
-            flush=True,
-        )
+        for i, runs in enumerate(measure(case, ns.reps, ns.duration, ns.connections, roots)):
+            median = statistics.median(r.rps for r in runs)
+            limited = sum(r.non2xx for r in runs) / max(1, sum(r.requests for r in runs))
+            listed = ", ".join(f"{r.rps:,.0f}" for r in runs)
+            name = case.name if len(roots) == 1 else f"{case.name} [{i + 1}]"
+            print(
+                f"{name:<28} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
+                flush=True,
+            )
     return 0
 
 

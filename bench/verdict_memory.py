@@ -16,16 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+if __package__ in (None, ""):  # run as a script: `bench` is a package of the checkout's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.processes import rss_mb, stop
+from tests.support import demo_cluster  # the demo cluster launcher the tests use
 
-from tests.support import demo_cluster  # noqa: E402 - the demo cluster launcher the tests use
-
-
-def rss_mb(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 2**20
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(node_hosts: str, seconds: int, early: float, late: float, declared: bool) -> dict[str, float]:
@@ -64,9 +61,7 @@ def one_run(node_hosts: str, seconds: int, early: float, late: float, declared: 
             samples[name] = rss_mb(proc.pid)
         out, _ = proc.communicate(timeout=seconds + 60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     verdict = next((line for line in out.splitlines() if line.startswith("Verdict:")), "no verdict declared")
     print(
         f"  {'declared' if declared else 'no limit'}: RSS {samples['early']:.1f} MB at {early:g}s, "

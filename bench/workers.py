@@ -31,7 +31,6 @@ import math
 import os
 import re
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -40,15 +39,18 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: `bench` is a package of the checkout's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import log
+from bench.processes import cpu_seconds, descendants
+from bench.quiet import Background, QuietGate, background
+from bench.stats import median_or_nan as med
+from bench.targets import nginx
+from tests.support import Proc, demo_cluster, free_port  # the tests' process helpers
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(ROOT))
-
-import run as bench_run  # noqa: E402 - nginx target, CPU of a process
-
-from tests.support import Proc, demo_cluster, free_port  # noqa: E402 - the tests' process helpers
-
 PROBE = BENCH / "probe.py"
 KILL_AT = 5.0  # seconds into the load
 RECOVERED = 0.95  # of the target
@@ -225,18 +227,18 @@ class Scaling:
 
 
 def cpu_of(pids: list[int]) -> float:
-    return sum(bench_run.process_cpu(p) for p in pids)
+    return sum(cpu_seconds(p) for p in pids)
 
 
 def nginx_pids(tmp: Path) -> list[int]:
-    """nginx's master and worker (bench/run.py's target writes its pid file in a temp dir under ``tmp``)."""
+    """nginx's master and worker (bench/targets.py's nginx writes its pid file in a temp dir under ``tmp``)."""
     files = sorted(tmp.glob("nginx-*/nginx.pid"))
     deadline = time.monotonic() + 10
     while not files and time.monotonic() < deadline:
         time.sleep(0.05)
         files = sorted(tmp.glob("nginx-*/nginx.pid"))
     pid = int(files[-1].read_text().split()[0])
-    return [pid, *bench_run.descendants(pid)]
+    return [pid, *descendants(pid)]
 
 
 def scaling_run(root: Path, n: int, seconds: int, urls: list[str], target: list[int], tmp: Path, pin: bool) -> Scaling:
@@ -312,10 +314,6 @@ def idle_run(root: Path, seconds: int, urls: list[str], tmp: Path) -> Idle:
 
 
 # -- report --------------------------------------------------------------------------------------------------------
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
@@ -412,37 +410,37 @@ def main() -> int:
     reps = ns.reps or (1 if ns.smoke else 3)
     root = ns.root.resolve()
     lines = ["# Distributed runs: recovery, scaling, coordination cost", ""]
-    gate = bench_run.QuietGate(0.0 if ns.smoke else 5.0, 120.0)  # wait for other sessions' bursts to pass
-    busy: dict[str, bench_run.Background] = {}
+    gate = QuietGate(0.0 if ns.smoke else 5.0, 120.0)  # wait for other sessions' bursts to pass
+    busy: dict[str, Background] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp_name:
         tmp = Path(tmp_name)
         if ns.only in (None, "recovery"):
             seconds = 8 if ns.smoke else 14
             runs = []
             for rep in range(reps):
-                bench_run.log(f"recovery {rep + 1}/{reps}")
+                log(f"recovery {rep + 1}/{reps}")
                 gate.wait()
-                with bench_run.background(busy, "recovery"):
+                with background(busy, "recovery"):
                     runs.append(recovery_run(root, ns.rps, seconds, tmp))
             lines += report_recovery(runs, ns.rps, seconds, root)
         if ns.only in (None, "scaling"):
             seconds = 3 if ns.smoke else 8
             results: dict[int, list[Scaling]] = {1: [], 2: []}
-            with bench_run.target("nginx", 3, [], tmp) as urls:
+            with nginx(3, [], tmp) as urls:
                 target_pids = nginx_pids(tmp)
                 for rep in range(reps):
                     for n in (1, 2) if rep % 2 == 0 else (2, 1):
-                        bench_run.log(f"scaling {rep + 1}/{reps}: {n} worker(s)")
+                        log(f"scaling {rep + 1}/{reps}: {n} worker(s)")
                         gate.wait()
-                        with bench_run.background(busy, f"scaling {n}"):
+                        with background(busy, f"scaling {n}"):
                             results[n].append(scaling_run(root, n, seconds, urls, target_pids, tmp, ns.pin))
             lines += report_scaling(results, seconds, reps, ns.pin)
         if ns.only in (None, "cost"):
             seconds = 3 if ns.smoke else 10
             idle = []
-            with bench_run.target("nginx", 3, [], tmp) as urls:
+            with nginx(3, [], tmp) as urls:
                 for rep in range(reps):
-                    bench_run.log(f"cost {rep + 1}/{reps}")
+                    log(f"cost {rep + 1}/{reps}")
                     idle.append(idle_run(root, seconds, urls, tmp))
             lines += report_idle(idle, seconds)
     if busy:

@@ -1,4 +1,4 @@
-"""An asyncio + httpx load generator like the suite's predecessor: as fast as it can, for a fixed time.
+"""An asyncio + httpx load generator, the usual way to write one in Python: as fast as it can, for a fixed time.
 
 asyncio.Semaphore(100) bounds the requests in flight, one httpx.AsyncClient with 100 connections sends them,
 round-robin over the nodes. Prints one JSON line: requests completed in the measured window (after a warm-up)

@@ -1,12 +1,12 @@
 """Connections: the pool all of a process's users share, where every request ends within --request-timeout.
 
 geventhttpclient times each socket operation on its own and waits for a pooled connection (and the node's address)
-without any limit, so at overload a request could wait for many seconds before it was even sent, and that wait was
-measured as latency. Here the whole request (waiting for a connection, connecting, sending, the answer and its body)
+without any limit, so at overload a request would wait for many seconds before it is even sent, and that wait would
+count as latency. Here the whole request (waiting for a connection, connecting, sending, the answer and its body)
 has one deadline, --request-timeout; a request that never got a connection within it fails as ``pool_timeout`` (it
 was never sent), one that got no full answer as ``timeout``. The node's address is looked up once (again after
 ``RESOLVE_TTL_SECONDS``) rather than for every new connection through gevent's thread pool, where thousands of
-lookups queued up.
+lookups would queue up.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def check_options(opts: Any) -> None:
 def status_line(
     mode: str, elapsed: float, target_rps: float, achieved_rps: float, run: RunView, window: tuple[float, float]
 ) -> str:
-    """One line, as the old generator printed: mode, target vs achieved rate, outcome counts so far."""
+    """The status line: mode, target vs achieved rate, outcome counts so far."""
     allowed, limited, error = (run.count(outcome=o) for o in OUTCOMES)
     lo, hi = window
     return (

@@ -73,7 +73,7 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
     # steady traffic below the limit is (almost) never limited; bursts are
     assert per(run, mode="steady", outcome="limited") <= 0.01 * per(run, mode="steady")
     assert per(run, mode="burst", outcome="limited") >= 0.3 * per(run, mode="burst")
-    # the console line, as the old generator printed it, and the end-of-run summary
+    # the status line (mode, target vs achieved rate, outcome counts) and the end-of-run summary
     assert re.search(
         r"\[rlsuite\] STEADY .*target +\d+\.\d/s +achieved +\d+\.\d/s .*allowed \d+ +limited \d+ +error 0", out
     )

@@ -1,4 +1,4 @@
-"""The web UI view (issue 6) in a real headless Chromium: Locust's start form drives a run, the Rate limiter tab and
+"""The web UI view in a real headless Chromium: Locust's start form drives a run, the Rate limiter tab and
 /rlsuite show it, and the --html report carries it. Real processes on 127.0.0.1; the browser may load nothing else.
 """
 
@@ -312,7 +312,7 @@ def test_the_html_report_carries_the_summary_verdict_and_chart_inline(browser, t
             str(report),
         )
     assert f"rate-limiter summary, verdict and chart: {report}" in run.proc.output, (
-        "no rate-limiter section added: Suite.on_quitting must call webui.write_report(self, html_file) (issue 6)"
+        "no rate-limiter section added: Suite.on_quitting must call webui.write_report(self, html_file)"
     )
     html = report.read_text()
     assert html.count('<section id="rlsuite-report"') == 1, "no rate-limiter section (see rlsuite.webui.write_report)"

@@ -1,4 +1,4 @@
-"""The rate-limiter view in Locust's web UI and HTML report (issue 6), through Locust's own extension points only.
+"""The rate-limiter view in Locust's web UI and HTML report, through Locust's own extension points only.
 
 - A "Rate limiter" tab: ``extended_tabs`` and ``extended_tables`` in the web UI's template args, its rows in the
   ``extended_stats`` of ``/stats/requests`` (added by an ``after_request`` hook, as Locust's

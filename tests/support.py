@@ -110,6 +110,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def taken_port(listen: bool = True) -> Iterator[int]:
+    """A port of 127.0.0.1 held by this process while the block runs: in use (``listen``), or bound with nobody
+    listening, so that connecting to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        if listen:
+            s.listen()
+        yield s.getsockname()[1]
+
+
 def listening(port: int, timeout: float = 1) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:``port``."""
     try:
@@ -214,6 +225,29 @@ def running(proc: Proc) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+# Per algorithm of the demo limiter: (its options, the same algorithm declared to the suite).
+DEMO_ALGORITHMS = {
+    "token-bucket": (["--algorithm", "token-bucket"], ["--limit-algorithm", "token-bucket"]),
+    "leaky-bucket": (
+        ["--algorithm", "leaky-bucket", "--burst", "5", "--nodelay"],
+        ["--limit-algorithm", "leaky-bucket", "--limit-burst", "5"],
+    ),
+    "fixed-window epoch": (
+        ["--algorithm", "fixed-window"],
+        ["--limit-algorithm", "fixed-window", "--window-alignment", "epoch"],
+    ),
+    "fixed-window first-request": (
+        ["--algorithm", "fixed-window", "--window-alignment", "first-request"],
+        ["--limit-algorithm", "fixed-window", "--window-alignment", "first-request"],
+    ),
+    "sliding-log": (["--algorithm", "sliding-log"], ["--limit-algorithm", "sliding-log"]),
+    "sliding-window-counter": (
+        ["--algorithm", "sliding-window-counter"],
+        ["--limit-algorithm", "sliding-window-counter"],
+    ),
+}
 
 
 @dataclass
@@ -412,13 +446,13 @@ def nodes(count: int, *args: str) -> Iterator[list[Node]]:
             node.proc.stop()
 
 
-def worker(master_port: int, *args: str) -> Proc:
+def worker(master_port: int, *args: str, locustfile: Path = LOCUSTFILE) -> Proc:
     """A locust worker process connected to a master on 127.0.0.1."""
     return Proc(
         [
             *LOCUST,
             "-f",
-            str(LOCUSTFILE),
+            str(locustfile),
             "--worker",
             "--master-host",
             "127.0.0.1",

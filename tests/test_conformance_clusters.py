@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LOCUST, ROOT, Proc, demo_cluster, free_port, running, scrape
+from tests.support import DEMO_ALGORITHMS, LOCUST, ROOT, Proc, demo_cluster, free_port, running, scrape, worker
 
 pytestmark = pytest.mark.integration
 
@@ -81,25 +81,7 @@ def concurrently(jobs: dict[str, callable]) -> dict[str, dict]:
 
 
 DIFFERING = "RLC-1,RLC-2,RLC-3.1,RLC-5,RLC-6,RLC-7.1"  # where the algorithms differ; scope, headers and keys do not
-ALGORITHMS = {
-    "fixed-window": (
-        ["--algorithm", "fixed-window"],
-        ["--limit-algorithm", "fixed-window", "--window-alignment", "epoch"],
-    ),
-    "fixed-window-first": (
-        ["--algorithm", "fixed-window", "--window-alignment", "first-request"],
-        ["--limit-algorithm", "fixed-window", "--window-alignment", "first-request"],
-    ),
-    "sliding-log": (["--algorithm", "sliding-log"], ["--limit-algorithm", "sliding-log"]),
-    "sliding-window-counter": (
-        ["--algorithm", "sliding-window-counter"],
-        ["--limit-algorithm", "sliding-window-counter"],
-    ),
-    "leaky-bucket": (
-        ["--algorithm", "leaky-bucket", "--burst", "5", "--nodelay"],
-        ["--limit-algorithm", "leaky-bucket", "--limit-burst", "5"],
-    ),
-}
+ALGORITHMS = {name: options for name, options in DEMO_ALGORITHMS.items() if name != "token-bucket"}
 
 
 def test_every_algorithm_of_the_demo_limiter_conforms(tmp_path):
@@ -123,9 +105,9 @@ def test_every_algorithm_of_the_demo_limiter_conforms(tmp_path):
     for name, data in results.items():
         assert set(grades(data).values()) <= {"OK", "INFORMATIONAL", "NON-STRICT"}, (name, grades(data))
     edges = {name: case(data, "RLC-6.1") for name, data in results.items()}
-    assert edges["fixed-window"]["details"]["alignment_seen"] == "epoch"
-    assert edges["fixed-window"]["details"]["edge_effect"] == pytest.approx(2.0, abs=0.1)
-    assert edges["fixed-window-first"]["details"]["alignment_seen"] == "first request"
+    assert edges["fixed-window epoch"]["details"]["alignment_seen"] == "epoch"
+    assert edges["fixed-window epoch"]["details"]["edge_effect"] == pytest.approx(2.0, abs=0.1)
+    assert edges["fixed-window first-request"]["details"]["alignment_seen"] == "first request"
     assert edges["sliding-log"]["grade"] == "OK" and edges["sliding-log"]["details"]["edge_effect"] <= 1.05
     assert edges["token-bucket"]["details"]["alignment_seen"].startswith("none")
 
@@ -212,21 +194,7 @@ def test_distributed_over_a_master_and_two_workers(tmp_path):
             ]
         )
         with running(master):
-            workers = [
-                Proc(
-                    [
-                        *LOCUST,
-                        "-f",
-                        str(LOCUSTFILE),
-                        "--worker",
-                        "--master-host",
-                        "127.0.0.1",
-                        "--master-port",
-                        str(port),
-                    ]
-                )
-                for _ in range(2)
-            ]
+            workers = [worker(port, locustfile=LOCUSTFILE) for _ in range(2)]
             try:
                 code = master.wait(240)
             finally:

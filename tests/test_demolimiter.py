@@ -39,9 +39,8 @@ from demolimiter.decision import ADMITTED, LIMITED, Decision, from_verdict
 from demolimiter.headers import ceil_seconds, format_window, policy, ratelimit, ratelimit_line
 from demolimiter.memory import MemoryLimiter
 from demolimiter.redis_backend import decode_state, encode_state, script_for
-from tests.support import RedisServer, free_port, metrics_page, wait_until
+from tests.support import ROOT, RedisServer, free_port, metrics_page, taken_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 STARTUP = 15.0  # seconds allowed for READY (generous for a loaded CI machine; normally ~0.3 s)
 
 
@@ -591,10 +590,7 @@ def test_node_args_reproduce_the_settings(settings: Settings) -> None:
 
 @pytest.mark.integration
 def test_cli_errors_in_a_real_process() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         for args, option in (
             (["--nodes", "1", "--base-port", str(port)], "--base-port"),
             (["--window", "-3"], "--window"),
@@ -1067,10 +1063,7 @@ def test_redis_cluster_stops_when_a_node_dies(redis_server: RedisServer) -> None
 
 @pytest.mark.integration
 def test_redis_cluster_port_in_use_exits_2(redis_server: RedisServer) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         r = subprocess.run(
             [
                 sys.executable,

@@ -2,7 +2,6 @@
 
 import re
 import signal
-import socket
 
 import pytest
 
@@ -19,6 +18,7 @@ from tests.support import (
     running,
     sample_sum,
     scrape,
+    taken_port,
     worker,
 )
 
@@ -238,10 +238,7 @@ def test_workers_that_never_connect_give_a_clear_error_not_a_hang():
 
 
 def test_a_metrics_port_in_use_is_a_one_line_error():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = run_cli(["--web-host", "127.0.0.1", "--metrics-port", str(port)])
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from tests.support import ROOT, RedisServer
+from tests.support import ROOT, RedisServer, taken_port
 from tests.thirdparty.harness import APP, LimitsCluster, limits_cluster
 
 pytestmark = pytest.mark.integration
@@ -297,7 +297,6 @@ def test_app_rejects_bad_arguments_and_an_unreachable_redis() -> None:
     base = ["--strategy", "fixed-window", "--limit", "5", "--window", "1"]
     assert run(*base).returncode == 2  # redis storage without --redis-url
     assert run(*base, "--storage", "memory", "--window", "0").returncode == 2
-    with socket.socket() as s:  # a port with nobody listening
-        s.bind(("127.0.0.1", 0))
-        dead = run(*base, "--redis-url", f"redis://127.0.0.1:{s.getsockname()[1]}/0")
+    with taken_port(listen=False) as port:  # nobody listening
+        dead = run(*base, "--redis-url", f"redis://127.0.0.1:{port}/0")
     assert dead.returncode == 2 and "does not answer" in dead.stderr

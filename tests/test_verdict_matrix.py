@@ -15,34 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import demo_cluster, free_port, run_locust
+from tests.support import DEMO_ALGORITHMS, demo_cluster, free_port, run_locust
 from tests.thirdparty.harness import limits_cluster
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 20
 LOAD = ["-t", "4s", "--steady-rps", str(5 * LIMIT), "--burst-duration", "0", "--limit", str(LIMIT), "--window", "1"]
-# (demo limiter options, declared options) per algorithm
-DEMO = {
-    "token-bucket": (["--algorithm", "token-bucket"], ["--limit-algorithm", "token-bucket"]),
-    "leaky-bucket": (
-        ["--algorithm", "leaky-bucket", "--burst", "5", "--nodelay"],
-        ["--limit-algorithm", "leaky-bucket", "--limit-burst", "5"],
-    ),
-    "fixed-window epoch": (
-        ["--algorithm", "fixed-window"],
-        ["--limit-algorithm", "fixed-window", "--window-alignment", "epoch"],
-    ),
-    "fixed-window first-request": (
-        ["--algorithm", "fixed-window", "--window-alignment", "first-request"],
-        ["--limit-algorithm", "fixed-window", "--window-alignment", "first-request"],
-    ),
-    "sliding-log": (["--algorithm", "sliding-log"], ["--limit-algorithm", "sliding-log"]),
-    "sliding-window-counter": (
-        ["--algorithm", "sliding-window-counter"],
-        ["--limit-algorithm", "sliding-window-counter"],
-    ),
-}
+DEMO = DEMO_ALGORITHMS
 # the limits library's strategies, and what to declare for each (see tests/thirdparty/limits_app.py)
 LIMITS = {
     "fixed-window": ["--limit-algorithm", "fixed-window", "--window-alignment", "first-request"],

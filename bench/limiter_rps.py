@@ -99,15 +99,24 @@ def main() -> int:
     )
     if len(roots) > 1:
         print("checkouts, runs alternating: " + "; ".join(f"[{i + 1}] {root}" for i, root in enumerate(roots)))
-    print(f"{'case':<28} {'req/s (median)':>15} {'runs':>26} {'limited':>8} {'errors':>7}")
+    width = 28 if len(roots) == 1 else 32
+    print(f"{'case':<{width}} {'req/s (median)':>15} {'runs':>26} {'limited':>8} {'errors':>7}")
     for case in cases:
-        for i, runs in enumerate(measure(case, ns.reps, ns.duration, ns.connections, roots)):
+        per_root = measure(case, ns.reps, ns.duration, ns.connections, roots)
+        for i, runs in enumerate(per_root):
             median = statistics.median(r.rps for r in runs)
             limited = sum(r.non2xx for r in runs) / max(1, sum(r.requests for r in runs))
             listed = ", ".join(f"{r.rps:,.0f}" for r in runs)
             name = case.name if len(roots) == 1 else f"{case.name} [{i + 1}]"
             print(
-                f"{name:<28} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
+                f"{name:<{width}} {median:>15,.0f} {listed:>26} {limited:>8.1%} {sum(r.errors for r in runs):>7}",
+                flush=True,
+            )
+        for i in range(1, len(roots)):  # runs made next to each other: drift on the machine mostly cancels out
+            ratios = [b.rps / a.rps for a, b in zip(per_root[0], per_root[i], strict=True)]
+            print(
+                f"  [{i + 1}]/[1] per repetition: median {statistics.median(ratios):.3f} "
+                f"(min {min(ratios):.3f}, max {max(ratios):.3f})",
                 flush=True,
             )
     return 0

@@ -463,6 +463,13 @@ def worker(master_port: int, *args: str, locustfile: Path = LOCUSTFILE) -> Proc:
     )
 
 
+def processes(n: int) -> tuple[str, ...]:
+    """``--processes n`` with the master on a free port of its own: on Locust's default (5557) the forked workers of
+    two runs side by side (tests running at once) could connect to each other's master."""
+    port = str(free_port())
+    return ("--processes", str(n), "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port)
+
+
 def master_args(node_hosts: str, tmp_path: Path, workers: int, *args: str) -> tuple[list[str], int]:
     """A headless master's command line (on a free port, lingering for one last scrape) and its port."""
     port = free_port()

@@ -17,6 +17,7 @@ from tests.support import (
     listening,
     locust_args,
     master_args,
+    processes,
     running,
     sample_sum,
     worker,
@@ -37,7 +38,7 @@ def test_standalone_processes_and_separate_workers_report_the_same_exact_totals(
     with demo_cluster("--limit", "100000") as cluster:
         admitted_before = 0.0
         results = {}
-        for name, extra in (("standalone", []), ("processes", ["--processes", "2"])):
+        for name, extra in (("standalone", []), ("processes", list(processes(2)))):
             out = tmp_path / name
             out.mkdir()
             proc = Proc(

@@ -7,7 +7,17 @@ import signal
 
 import pytest
 
-from tests.support import Proc, demo_cluster, locust_args, redis_server, run_locust, running, sample_sum, scrape
+from tests.support import (
+    Proc,
+    demo_cluster,
+    locust_args,
+    processes,
+    redis_server,
+    run_locust,
+    running,
+    sample_sum,
+    scrape,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,11 +114,11 @@ def test_steady_and_burst_run_counts_exactly_and_paces_every_stage(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("scope", "extra", "factor", "code"),
-    [("global", [], 1, 0), ("per-node", [], 3, 3), ("per-node", ["--processes", "2"], 3, 3)],
+    ("scope", "workers", "factor", "code"),
+    [("global", 0, 1, 0), ("per-node", 0, 3, 3), ("per-node", 2, 3, 3)],
     ids=["global", "per-node", "per-node-distributed"],
 )
-def test_the_verdict_catches_a_cluster_that_enforces_the_limit_per_node(tmp_path, scope, extra, factor, code):
+def test_the_verdict_catches_a_cluster_that_enforces_the_limit_per_node(tmp_path, scope, workers, factor, code):
     # fixed window of 20 per second, offered 150/s: a global limit admits 20/s, a per-node one 3 x 20/s
     declared = ["--limit", "20", "--window", "1", "--limit-algorithm", "fixed-window", "--window-alignment", "epoch"]
     with demo_cluster("--algorithm", "fixed-window", "--limit", "20", "--window", "1", "--scope", scope) as cluster:
@@ -124,7 +134,7 @@ def test_the_verdict_catches_a_cluster_that_enforces_the_limit_per_node(tmp_path
             *declared,
             "--verdict-json",
             str(tmp_path / "verdict.json"),
-            *extra,
+            *(processes(workers) if workers else ()),
             exit_code=code,
         )
         admitted = cluster.server_total("admitted")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import DEMO_ALGORITHMS, demo_cluster, free_port, run_locust
+from tests.support import DEMO_ALGORITHMS, demo_cluster, processes, run_locust
 from tests.thirdparty.harness import limits_cluster
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,6 @@ LIMITS = {
     "moving-window": ["--limit-algorithm", "sliding-log"],
     "sliding-window-counter": ["--limit-algorithm", "sliding-window-counter"],
 }
-
-
-def two_workers() -> tuple[str, ...]:
-    """--processes 2, with the master on a port of its own (cases run side by side)."""
-    port = str(free_port())
-    return ("--processes", "2", "--master-bind-port", port, "--master-port", port)
 
 
 def check(
@@ -93,14 +87,14 @@ def test_demo_limiter_each_algorithm_correct_per_node_and_racing(tmp_path, algor
     if algorithm == "token-bucket":
         # the same verdicts when two worker processes share the load and the master replays their requests
         cases += [
-            ("global, 2 workers", lambda: demo_cluster(*base), declared, "pass", 0, two_workers()),
+            ("global, 2 workers", lambda: demo_cluster(*base), declared, "pass", 0, processes(2)),
             (
                 "per-node 2, 2 workers",
                 lambda: demo_cluster("--nodes", "2", "--scope", "per-node", *base),
                 declared,
                 "fail",
                 2,
-                two_workers(),
+                processes(2),
             ),
         ]
     run_cases(cases, tmp_path)

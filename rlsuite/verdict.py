@@ -148,14 +148,18 @@ class Verdict:
         return lines
 
     def _render_policies(self) -> str:
-        """The run's verdict over every policy, then each policy's own, indented under a line naming it."""
+        """The run's verdict over every policy and what holds for all of them, then each policy's own, indented
+        under a line naming it."""
         results = ", ".join(f"{p.name} {p.result.upper()}" for p in self.policies)
         lines = [f"Verdict: {self.result.upper()}  ({len(self.policies)} policies: {results})"]
         lines.extend(self._table())
-        for p in self.policies:
-            own = p.render().splitlines()
+        lines.append("Over: admissions no timing of the decisions fits in the model; Under: rejections it would admit")
+        shared = ("Node availability:", "Advertised by the target:", "Header findings:", "  e.g. ", "Over: ")
+        own = [p.render().splitlines() for p in self.policies]
+        lines.extend(line for line in own[0] if line.startswith(shared[:4]))
+        for p, text in zip(self.policies, own, strict=True):
             lines.append(f"Policy {p.name}: {p.result.upper()}  (declared: {p.policy})")
-            lines.extend("  " + line for line in own[1:])
+            lines.extend("  " + line for line in text[1:] if not line.startswith(shared))
         return "\n".join(lines)
 
 
@@ -217,7 +221,8 @@ def evaluate(
 ) -> Verdict:
     """The verdict on what the replay has seen so far (``replay.finish()`` first for the final one). Not ``alone``
     (one of several declared policies): on the requests that fell under ``policy`` only."""
-    verdict = Verdict(result=PASS, policy=policy.describe(), name=policy.name)
+    described = policy.describe() if alone else f"{policy.describe()}; {policy.route.describe()}"
+    verdict = Verdict(result=PASS, policy=described, name=policy.name)
     only = None if alone else policy.name
     verdict.rows = [
         ModeRow(

@@ -1,6 +1,7 @@
 """The suite's data in Locust's own CSV output: with ``--csv PREFIX``, ``PREFIX_rlsuite.csv`` (counts and rates per
-mode x outcome x node, rewritten every second like ``PREFIX_stats.csv``) and ``PREFIX_rlsuite_history.csv`` (one row
-per node and second of the run, appended as each second's counts are complete, like ``PREFIX_stats_history.csv``).
+declared policy x mode x outcome x node, rewritten every second like ``PREFIX_stats.csv``) and
+``PREFIX_rlsuite_history.csv`` (one row per node and second of the run, appended as each second's counts are
+complete, like ``PREFIX_stats_history.csv``).
 
 Written by the process that owns the totals (master or standalone): workers drop ``--csv`` under ``--processes``.
 """

@@ -57,6 +57,8 @@ def test_a_policy_file_with_two_routes_fails_exactly_the_route_whose_limit_the_c
             *SHORT_RUN,
             "--steady-rps",
             "150",
+            "--processes",
+            "2",  # workers match requests to policies with the routes the master's plan carries
             "--policy-file",
             str(EXAMPLES / "two_routes.toml"),
             "--verdict-json",

@@ -154,7 +154,8 @@ class Plan:
             window_rule=data["window_rule"],
             max_delay=data["max_delay"],
             epoch=data["epoch"],
-            routes=tuple(Route.from_message(r) for r in data["routes"]),
+            # a master of a version before policy files sends none: its one policy matches every request
+            routes=tuple(Route.from_message(r) for r in data.get("routes", ())) or ALL,
         )
 
 

@@ -447,7 +447,8 @@ class Suite:
                 nodes,
                 partitions_of(policy, keys),
                 lost,
-                alone=len(policies) == 1,
+                # one policy that takes every request is judged on all of them, as the single-policy flags say
+                alone=len(policies) == 1 and policy.route.matches_all,
             )
             for policy, replay in zip(policies, run.replay.replays, strict=True)
         ]

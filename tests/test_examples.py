@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, demo_cluster, run_locust, sample_sum
+from tests.support import ROOT, demo_cluster, free_port, run_locust, sample_sum
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +18,12 @@ EXAMPLES = ROOT / "locustfiles" / "examples"
 REQUESTS = "rlsuite_requests_total"
 # a few seconds at a steady rate well above each limit: enough for the verdict to tell twice the limit
 SHORT_RUN = ["-t", "4s", "--burst-duration", "0", "--stats-interval", "0"]
+
+
+def private_master_port() -> list[str]:
+    """--processes: master and workers on a free port, not Locust's 5557, which other runs on the machine share."""
+    port = str(free_port())
+    return ["--master-bind-port", port, "--master-port", port]
 
 
 def test_a_json_post_with_a_bearer_token_per_tenant_is_paced_counted_and_judged_per_tenant(tmp_path):
@@ -59,6 +65,7 @@ def test_a_policy_file_with_two_routes_fails_exactly_the_route_whose_limit_the_c
             "150",
             "--processes",
             "2",  # workers match requests to policies with the routes the master's plan carries
+            *private_master_port(),
             "--policy-file",
             str(EXAMPLES / "two_routes.toml"),
             "--verdict-json",

@@ -5,6 +5,9 @@ racy mode can run them apart: ``step(state, now)`` decides and updates a state l
 stores it. ``hit`` does both at once (the correct, atomic path); ``read`` hands out a private copy of a key's
 state for ``step``, and ``write`` stores it back later, overwriting whatever happened in between (``--race``).
 
+A request may cost several units (``cost``, from --cost-header): it is admitted only when all of them fit, and then
+spends them all (a token bucket takes ``cost`` tokens, a window counts ``cost``, a sliding log logs ``cost`` entries).
+
 All answers are ``Verdict``s in seconds (floats); rounding to header integers happens in ``headers``.
 The redis backend runs the same arithmetic in Lua (see ``redis_backend``); keep the two in step.
 """
@@ -68,15 +71,15 @@ class Algorithm:
         """A state from its numbers, e.g. as stored in redis by --race."""
         return values
 
-    def step(self, st: State, now: float) -> Verdict:
-        """Decide one request at ``now`` and update ``st`` in place."""
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
+        """Decide one request of ``cost`` units at ``now`` and update ``st`` in place."""
         raise NotImplementedError
 
     def idle(self, st: State, now: float) -> bool:
         """Whether ``st`` now decides like a fresh key's state (so it can be forgotten)."""
         raise NotImplementedError
 
-    def hit(self, key: bytes, now: float | None = None) -> Verdict:
+    def hit(self, key: bytes, now: float | None = None, cost: int = 1) -> Verdict:
         if now is None:
             now = self.clock()
         st = self.state.get(key)
@@ -84,7 +87,7 @@ class Algorithm:
             if len(self.state) >= self.prune_at:
                 self.prune(now)
             st = self.state[key] = self.fresh(now)
-        return self.step(st, now)
+        return self.step(st, now, cost)
 
     def read(self, key: bytes) -> tuple[float, State]:
         """The time and a private copy of ``key``'s state: ``step`` it, then ``write`` it (racy mode)."""
@@ -129,21 +132,21 @@ class TokenBucket(Algorithm):
     def fresh(self, now: float) -> State:
         return [self.capacity, now]
 
-    def step(self, st: State, now: float) -> Verdict:
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
         cap = self.capacity
         rate = self.rate
         # max(0, ...) so a clock stepping backwards never removes tokens.
         tokens = min(cap, st[0] + max(0.0, now - st[1]) * rate)
-        allowed = tokens >= 1.0 - EPS
+        allowed = tokens >= cost - EPS
         if allowed:
-            tokens = max(0.0, tokens - 1.0)
+            tokens = max(0.0, tokens - cost)
         elif self.counts_rejected:
-            tokens = max(-cap, tokens - 1.0)
+            tokens = max(-cap, tokens - cost)
         st[0] = tokens
         st[1] = now
         whole = max(0, math.floor(tokens + EPS))
         reset = 0.0 if tokens >= cap - EPS else (whole + 1 - tokens) / rate
-        return Verdict(allowed, whole, reset, 0.0 if allowed else (1.0 - tokens) / rate)
+        return Verdict(allowed, whole, reset, 0.0 if allowed else (cost - tokens) / rate)
 
     def idle(self, st: State, now: float) -> bool:
         return now - st[1] >= (self.capacity - st[0]) / self.rate
@@ -180,7 +183,7 @@ class FixedWindow(Algorithm):
     def fresh(self, now: float) -> State:
         return [now, 0.0] if self.first_request else [math.floor(now / self.window), 0.0]
 
-    def step(self, st: State, now: float) -> Verdict:
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
         window = self.window
         if self.first_request:
             if now >= st[0] + window:
@@ -194,9 +197,9 @@ class FixedWindow(Algorithm):
                 st[1] = 0.0
             end = (index + 1) * window
         count = st[1]
-        allowed = count < self.limit
+        allowed = count + cost <= self.limit
         if allowed or self.counts_rejected:
-            count = st[1] = count + 1
+            count = st[1] = count + cost
         reset = end - now
         return Verdict(allowed, max(0, self.limit - int(count)), reset, 0.0 if allowed else reset)
 
@@ -222,17 +225,20 @@ class SlidingLog(Algorithm):
     def load(self, values: list[float]) -> State:
         return deque(values)
 
-    def step(self, st: State, now: float) -> Verdict:
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
         log: deque[float] = st  # type: ignore[assignment]
         cutoff = now - self.window
         while log and log[0] <= cutoff:
             log.popleft()
         n = len(log)
-        allowed = n < self.limit
+        allowed = n + cost <= self.limit
         if allowed or self.counts_rejected:
-            log.append(now)
-            n += 1
-            if n > self.limit:
+            if cost == 1:
+                log.append(now)
+            else:
+                log.extend((now,) * cost)  # one entry per unit
+            n += cost
+            while n > self.limit:
                 log.popleft()
                 n -= 1
         # Remaining grows when the oldest logged time leaves the window; when rejected the log holds exactly
@@ -257,7 +263,7 @@ class SlidingWindowCounter(Algorithm):
     def fresh(self, now: float) -> State:
         return [math.floor(now / self.window), 0.0, 0.0]
 
-    def step(self, st: State, now: float) -> Verdict:
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
         window = self.window
         index = math.floor(now / window)
         if st[0] != index:
@@ -268,9 +274,9 @@ class SlidingWindowCounter(Algorithm):
         prev = st[2]
         elapsed = now - index * window
         weighted = math.floor(prev * (window - elapsed) / window + EPS)
-        allowed = cur + weighted < self.limit
+        allowed = cur + weighted + cost <= self.limit
         if allowed or self.counts_rejected:
-            cur = st[1] = cur + 1
+            cur = st[1] = cur + cost
         estimate = cur + weighted
         remaining = max(0, self.limit - int(estimate))
         reset = 0.0 if estimate == 0 else self.until_below(min(estimate, self.limit), cur, prev, weighted, elapsed)
@@ -319,10 +325,10 @@ class LeakyBucket(Algorithm):
     def fresh(self, now: float) -> State:
         return [0.0, now]
 
-    def step(self, st: State, now: float) -> Verdict:
+    def step(self, st: State, now: float, cost: int = 1) -> Verdict:
         rate = self.rate
         burst = self.burst
-        excess = max(0.0, st[0] - max(0.0, now - st[1]) * rate) + 1.0
+        excess = max(0.0, st[0] - max(0.0, now - st[1]) * rate) + cost
         delay = 0.0
         if excess > burst + 1 + EPS:
             allowed = False
@@ -331,7 +337,7 @@ class LeakyBucket(Algorithm):
                 st[0] = excess
                 st[1] = now
             else:
-                excess -= 1.0  # the level now; nginx keeps the stored state as it was
+                excess -= cost  # the level now; nginx keeps the stored state as it was
         else:
             allowed = True
             st[0] = excess

@@ -6,7 +6,7 @@
             [--redis-failure open|closed] [--redis-timeout 0.5] [--redis-prefix demolimiter]
             [--algorithm token-bucket|fixed-window|sliding-log|sliding-window-counter|leaky-bucket]
             [--limit 100] [--window 1] [--burst N] [--window-alignment epoch|first-request] [--nodelay]
-            [--key-header X-Api-Key] [--no-retry-after]
+            [--key-header X-Api-Key] [--no-retry-after] [--route PATH=LIMIT/WINDOW[:per-node]]... [--cost-header X-Cost]
             broken on purpose: [--scope per-node] [--race [--race-delay 0.002]] [--counts-rejected]
 
 Once every node listens, one line goes to stdout: ``READY http://127.0.0.1:P1,http://127.0.0.1:P2,...``.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from .algorithms import ALGORITHMS
-from .config import Settings, UsageError, parse_redis_url
+from .config import Settings, UsageError, parse_redis_url, parse_route
 
 
 class Parser(argparse.ArgumentParser):
@@ -121,6 +121,21 @@ def common(p: Parser) -> None:
     )
     p.add_argument("--key-header", default="X-Api-Key", help="request header that partitions the limit")
     p.add_argument(
+        "--route",
+        dest="routes",
+        action="append",
+        default=[],
+        metavar="PATH=LIMIT/WINDOW[:per-node]",
+        help="a path with a limit of its own (same algorithm, its own state; repeat for more paths); other paths "
+        "share --limit. ':per-node' makes that route's limit per node (deliberately broken). Memory backend only",
+    )
+    p.add_argument(
+        "--cost-header",
+        default="",
+        help="request header with the units of the limit a request spends (a whole number, default 1), e.g. "
+        "X-Cost; unset: every request spends 1. Memory backend only",
+    )
+    p.add_argument(
         "--scope",
         choices=("global", "per-node"),
         default="global",
@@ -208,6 +223,17 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         raise UsageError("--nodelay: only --algorithm leaky-bucket delays requests; add --algorithm leaky-bucket")
     if ns.race_delay is not None and not ns.race:
         raise UsageError("--race-delay: only used with --race; add --race or drop --race-delay")
+    routes = tuple(parse_route(r) for r in ns.routes)
+    if len({r.path for r in routes}) != len(routes):
+        raise UsageError("--route: a path is given twice; give each path once")
+    cost_header = ns.cost_header
+    if cost_header and (any(c in cost_header for c in ' \t\r\n:()<>@,;\\"/[]?={}') or not cost_header.isascii()):
+        raise UsageError(f"--cost-header: {cost_header!r} is not a header name; give a token such as X-Cost")
+    if ns.backend == "redis" and (routes or cost_header):
+        option = "--route" if routes else "--cost-header"
+        raise UsageError(
+            f"{option}: only the memory backend has per-route limits and costs; drop it or --backend redis"
+        )
     return Settings(
         host=ns.host,
         backend=ns.backend,
@@ -227,6 +253,8 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         race=ns.race,
         race_delay=0.002 if ns.race_delay is None else ns.race_delay,
         counts_rejected=ns.counts_rejected,
+        routes=routes,
+        cost_header=cost_header,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 
@@ -17,6 +17,33 @@ class RedisUrl:
     db: int
     username: str | None
     password: str | None
+
+
+@dataclass(frozen=True)
+class RouteLimit:
+    """A path with a limit of its own (--route PATH=LIMIT/WINDOW[:per-node]): same algorithm, own state."""
+
+    path: str
+    limit: int
+    window: float
+    scope: str = "global"
+
+    def arg(self) -> str:
+        return f"{self.path}={self.limit}/{self.window!r}" + (":per-node" if self.scope == "per-node" else "")
+
+
+def parse_route(text: str) -> RouteLimit:
+    fix = "give PATH=LIMIT/WINDOW[:per-node], e.g. --route /v1/orders=20/1 or --route /b=5/1:per-node"
+    spec, _, scope = text.partition(":")
+    path, _, rate = spec.partition("=")
+    limit, _, window = rate.partition("/")
+    try:
+        n, w = int(limit), float(window or "1")
+    except ValueError:
+        n, w = 0, 0.0
+    if not path.startswith("/") or n < 1 or not (w > 0 and w < float("inf")) or scope not in ("", "per-node"):
+        raise UsageError(f"--route: {text!r} is not valid; {fix}")
+    return RouteLimit(path, n, w, scope or "global")
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,12 @@ class Settings:
     race: bool = False  # deliberately broken: read, yield race_delay seconds, write back (lost updates)
     race_delay: float = 0.002
     counts_rejected: bool = False  # deliberately broken: rejected requests also count toward the limit
+    routes: tuple[RouteLimit, ...] = ()  # paths with limits of their own (memory backend)
+    cost_header: str = ""  # request header with the units a request spends (default 1); "" = every request 1
+
+    def for_route(self, route: RouteLimit) -> Settings:
+        """The settings of one route's limiter: its limit and window (a bucket's capacity = its limit)."""
+        return replace(self, limit=route.limit, window=route.window, burst=None, scope=route.scope, routes=())
 
     @property
     def capacity(self) -> int:
@@ -90,6 +123,10 @@ class Settings:
             args += ["--race", "--race-delay", repr(self.race_delay)]
         if self.counts_rejected:
             args.append("--counts-rejected")
+        for route in self.routes:
+            args += ["--route", route.arg()]
+        if self.cost_header:
+            args += ["--cost-header", self.cost_header]
         return args
 
 

@@ -39,7 +39,7 @@ def simple(status: bytes, body: bytes, extra: bytes = b"", content_type: bytes =
 
 
 class HttpProtocol(asyncio.Protocol):
-    __slots__ = ("buf", "head_only", "keep", "node", "paused", "transport", "v10", "waiting")
+    __slots__ = ("buf", "head_only", "keep", "node", "paused", "policy", "transport", "v10", "waiting")
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -50,6 +50,7 @@ class HttpProtocol(asyncio.Protocol):
         self.keep = True
         self.v10 = False
         self.head_only = False
+        self.policy = node.policy  # the RateLimit-Policy line of the request being answered (its route's)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -168,7 +169,23 @@ class HttpProtocol(asyncio.Protocol):
                 key = buf[start : line_end + head.find(b"\r\n", i + 2)].strip() or ANONYMOUS
             else:
                 key = ANONYMOUS
-            decision = node.check(key, self.decided)
+            check = node.check
+            if node.routes:
+                route = node.routes.get(path)
+                if route is None:
+                    self.policy = node.policy
+                else:
+                    check, self.policy = route
+            cost = 1
+            if node.cost_marker:
+                i = head.find(node.cost_marker)
+                if i >= 0:
+                    value = head[i + len(node.cost_marker) : head.find(b"\r\n", i + 2)].strip()
+                    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+                        self.error(b"400 Bad Request")
+                        return
+                    cost = int(value)
+            decision = check(key, self.decided) if cost == 1 else check(key, self.decided, cost)
             if decision is None:
                 self.waiting = True
                 return
@@ -189,13 +206,13 @@ class HttpProtocol(asyncio.Protocol):
         node.counts[outcome] += 1
         if outcome == ADMITTED:
             head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n%s%s" % (
-                node.policy,
+                self.policy,
                 ratelimit_line(d[1], d[2]),
             )
             body = b"ok\n"
         elif outcome == LIMITED:
             head = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n%s%s%s" % (
-                node.policy,
+                self.policy,
                 ratelimit_line(d[1], d[2]),
                 retry_after_line(d[3]) if node.retry_after else b"",
             )

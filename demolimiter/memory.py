@@ -21,18 +21,18 @@ class MemoryLimiter:
         if settings.race:
             self.check = self._check_racy  # type: ignore[method-assign]
 
-    def check(self, key: bytes, done: Callable[[Decision], None]) -> Decision | None:
-        v = self._hit(key)
+    def check(self, key: bytes, done: Callable[[Decision], None], cost: int = 1) -> Decision | None:
+        v = self._hit(key, None, cost)
         if v.delay:
             asyncio.get_running_loop().call_later(v.delay, done, from_verdict(v))
             return None
         return from_verdict(v)
 
-    def _check_racy(self, key: bytes, done: Callable[[Decision], None]) -> Decision | None:
+    def _check_racy(self, key: bytes, done: Callable[[Decision], None], cost: int = 1) -> Decision | None:
         """Deliberately broken: decide on a copy of the state, yield, then write the copy back over whatever
         other requests wrote meanwhile (a lost update). One request at a time still sees every earlier write."""
         now, st = self.algorithm.read(key)
-        v = self.algorithm.step(st, now)
+        v = self.algorithm.step(st, now, cost)
         asyncio.get_running_loop().call_later(self.race_delay, self._write_back, key, st, v, done)
         return None
 

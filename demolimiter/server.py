@@ -89,7 +89,12 @@ async def serve(settings: Settings, ports: list[int], names: list[str | None], o
     limiters = make_limiters(settings, labels)
     for lim in dict.fromkeys(limiters):  # shared memory limiter: start once
         await lim.start()
-    nodes = [Node(label, settings, lim) for label, lim in zip(labels, limiters, strict=True)]
+    # each route's limiter: one for the cluster, or one per node for a route limited per node
+    shared = {r.path: MemoryLimiter(settings.for_route(r)) for r in settings.routes if r.scope == "global"}
+    per_node = [
+        {r.path: shared.get(r.path) or MemoryLimiter(settings.for_route(r)) for r in settings.routes} for _ in labels
+    ]
+    nodes = [Node(label, settings, lim, routes) for label, lim, routes in zip(labels, limiters, per_node, strict=True)]
     tick_date(loop)
     servers = [
         await loop.create_server(lambda node=node: HttpProtocol(node), sock=sock, backlog=1024)

@@ -28,10 +28,12 @@ import gevent
 
 from rlsuite import pacing as pacing_module
 from rlsuite import policy as policy_module
+from rlsuite import routes as routes_module
 from rlsuite import schedule as schedule_module
 from rlsuite import targets as targets_module
 from rlsuite.metrics import Status
 from rlsuite.plan import MESSAGE, UNBOUNDED, Ledger, Plan, Progress, progress_from_message
+from rlsuite.replay import Replays
 from rlsuite.tally import Totals
 from rlsuite.verdict import build_replay
 
@@ -114,7 +116,7 @@ class Conductor:
         self._spawn = spawn  # of the lease loop (a test drives lease() itself)
         self.plan: Plan | None = None  # the current or last run, without grants
         self.ledger: Ledger | None = None  # who holds which slot of it
-        self.policy: policy_module.Policy | None = None  # the declared limit of the current run, if any
+        self.policies: list[policy_module.Policy] = []  # the declared limits of the current run, in match order
         self.run_id = 0
         self.epoch = secrets.token_hex(4)  # this master: workers compare plan versions only within one
         self._versions = itertools.count(1)
@@ -130,6 +132,11 @@ class Conductor:
         self.departures: list[Departure] = []  # workers that quit or were lost during the current or last run
 
     @property
+    def policy(self) -> policy_module.Policy | None:
+        """The declared limit when there is exactly one (what the web UI draws as a line), else None."""
+        return self.policies[0] if len(self.policies) == 1 else None
+
+    @property
     def distributed(self) -> bool:
         return hasattr(self._runner, "clients")
 
@@ -137,8 +144,10 @@ class Conductor:
         """Start a new run from the current options; raises OptionError for a bad value."""
         schedule = schedule_module.from_options(opts)
         targets = targets_module.from_options(opts)
-        self.policy = policy_module.from_options(opts)
-        window_rule = self.policy is not None and self.policy.counts_in_windows
+        self.policies = policy_module.declared(opts)
+        # "remaining never rises within a window" holds per policy; with several, two answers of one key and node
+        # may come from different policies
+        window_rule = len(self.policies) == 1 and self.policies[0].counts_in_windows
         self.run_id += 1
         now = self._clock()
         t0 = math.ceil(now + LEAD_SECONDS)
@@ -153,10 +162,12 @@ class Conductor:
             max_delay=max_delay,
             window_rule=window_rule,
             epoch=self.epoch,
+            routes=tuple(p.route for p in self.policies) or routes_module.ALL,
         )
         self.ledger = Ledger(schedule.total_slots)
-        replay = None if self.policy is None else build_replay(self.policy, len(targets.nodes), t0)
-        self._totals.start_run(self.run_id, [n.name for n in targets.nodes], replay)
+        replay = Replays([build_replay(p, len(targets.nodes), t0) for p in self.policies]) if self.policies else None
+        names = [p.name for p in self.policies] or [routes_module.DEFAULT]
+        self._totals.start_run(self.run_id, [n.name for n in targets.nodes], replay, names)
         self._status.running = True
         self._status.run_started = t0
         self._known = ()

@@ -1,6 +1,7 @@
 """The suite's data in Locust's own CSV output: with ``--csv PREFIX``, ``PREFIX_rlsuite.csv`` (counts and rates per
-mode x outcome x node, rewritten every second like ``PREFIX_stats.csv``) and ``PREFIX_rlsuite_history.csv`` (one row
-per node and second of the run, appended as each second's counts are complete, like ``PREFIX_stats_history.csv``).
+declared policy x mode x outcome x node, rewritten every second like ``PREFIX_stats.csv``) and
+``PREFIX_rlsuite_history.csv`` (one row per node and second of the run, appended as each second's counts are
+complete, like ``PREFIX_stats_history.csv``).
 
 Written by the process that owns the totals (master or standalone): workers drop ``--csv`` under ``--processes``.
 """
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rlsuite.classify import OUTCOMES
+from rlsuite.routes import DEFAULT
 from rlsuite.schedule import MODES, Schedule
 from rlsuite.tally import RunView
 
-POLICY = "default"  # the policy column: one declared limit (or none) per run
 TOTALS_HEADER = ["Policy", "Mode", "Outcome", "Node", "Requests", "Requests/s", "Share"]
 HISTORY_HEADER = ["Timestamp", "Elapsed", "Mode", "Target/s", "Node", "Allowed", "Limited", "Error"]
 ALL_NODES = "all"
@@ -38,13 +39,14 @@ class CsvFiles:
         settled: float,
         nodes: list[str],
         final: bool = False,
+        policies: list[str] | None = None,
     ) -> None:
         """Rewrite the totals; append the history of the seconds settled since the last call (``final``: every
         second with a request, also one that started a moment after the run's end)."""
         if run.run_id != self._run_id:
             self._run_id, self._history_until = run.run_id, -1
             _write_rows(self.history_path, [HISTORY_HEADER])
-        _write_rows(self.totals_path, [TOTALS_HEADER, *totals_rows(run, schedule, elapsed, nodes)])
+        _write_rows(self.totals_path, [TOTALS_HEADER, *totals_rows(run, schedule, elapsed, nodes, policies)])
         upto = int(settled)
         if final and run.seconds:
             upto = max(upto, max(second for second, _ in run.seconds) - int(t0) + 1)
@@ -55,16 +57,22 @@ class CsvFiles:
             self._history_until = upto - 1
 
 
-def totals_rows(run: RunView, schedule: Schedule, elapsed: float, nodes: list[str]) -> list[list[Any]]:
+def totals_rows(
+    run: RunView, schedule: Schedule, elapsed: float, nodes: list[str], policies: list[str] | None = None
+) -> list[list[Any]]:
+    """Per declared policy (and ``unmatched``, once a request matched none), mode, outcome and node."""
     seconds = schedule.mode_seconds(elapsed)
     total = run.count()
     rows = []
-    for mode in MODES:
-        for outcome in OUTCOMES:
-            for node in [*nodes, ALL_NODES]:
-                n = run.count(mode=mode, outcome=outcome, node=None if node == ALL_NODES else node)
-                rate = n / seconds[mode] if seconds[mode] > 0 else 0.0
-                rows.append([POLICY, mode, outcome, node, n, f"{rate:.3f}", f"{n / total if total else 0.0:.6f}"])
+    seen = run.policies()
+    for policy in [*(policies or [DEFAULT]), *(p for p in seen if p not in (policies or [DEFAULT]))]:
+        for mode in MODES:
+            for outcome in OUTCOMES:
+                for node in [*nodes, ALL_NODES]:
+                    n = run.count(mode=mode, outcome=outcome, node=None if node == ALL_NODES else node, policy=policy)
+                    rate = n / seconds[mode] if seconds[mode] > 0 else 0.0
+                    share = f"{n / total if total else 0.0:.6f}"
+                    rows.append([policy, mode, outcome, node, n, f"{rate:.3f}", share])
     return rows
 
 

@@ -23,7 +23,7 @@ import gevent
 from rlsuite.connections import PROCESS
 
 if TYPE_CHECKING:
-    from rlsuite.users import RateLimitUser
+    from rlsuite.users import PacedUser
 
 BASE_ACTIVE = 100  # users per process that take slots at first: more in flight do not send more (bench/overload.py)
 GATE_INTERVAL = 0.1  # seconds between the gate's looks at the process
@@ -59,7 +59,7 @@ class Gate:
         self.in_flight = 0
         self.peak = 0  # most requests in flight since the last look
         self.late = 0  # slots taken late since the last look
-        self._parked: deque[RateLimitUser] = deque()
+        self._parked: deque[PacedUser] = deque()
         self._controller: gevent.Greenlet | None = None
 
     def join(self) -> None:
@@ -67,7 +67,7 @@ class Gate:
         if self._controller is None:
             self._controller = gevent.spawn(self._control)
 
-    def leave(self, user: RateLimitUser) -> None:
+    def leave(self, user: PacedUser) -> None:
         self.users -= 1
         if user._active:
             user._active = False
@@ -76,7 +76,7 @@ class Gate:
         if not self.users:
             self.limit = self.base  # the next run starts afresh
 
-    def enter(self, user: RateLimitUser) -> None:
+    def enter(self, user: PacedUser) -> None:
         """Return once ``user`` may take slots: at once if fewer than ``limit`` users do, else when it is woken."""
         if user._active:
             if self.active <= self.limit:

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from rlsuite.classify import ERROR_KINDS, OUTCOMES
 from rlsuite.headers import RULES
+from rlsuite.routes import DEFAULT, UNMATCHED
 from rlsuite.schedule import MODES
 from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, Totals
 
@@ -50,8 +51,8 @@ class TotalsCollector(Collector):
         requests = CounterMetricFamily(
             f"{PREFIX}_requests",
             "Requests sent to the rate-limiter nodes, by traffic mode, outcome (allowed=200, limited=rejection "
-            "status, error=anything else) and node.",
-            labels=["mode", "outcome", "node"],
+            "status, error=anything else), node and the declared policy they fell under.",
+            labels=["mode", "outcome", "node", "policy"],
         )
         errors = CounterMetricFamily(
             f"{PREFIX}_errors", "Failed requests by mode, node and kind of failure.", labels=["mode", "node", "kind"]
@@ -59,7 +60,10 @@ class TotalsCollector(Collector):
         for mode in MODES:
             for node in totals.nodes:
                 for outcome in OUTCOMES:
-                    requests.add_metric([mode, outcome, node], totals.requests.get((mode, outcome, node), 0))
+                    for policy in totals.policies:
+                        requests.add_metric(
+                            [mode, outcome, node, policy], totals.requests.get((mode, outcome, node, policy), 0)
+                        )
                 for kind in ERROR_KINDS:
                     errors.add_metric([mode, node, kind], totals.errors.get((mode, node, kind), 0))
         yield requests
@@ -129,16 +133,33 @@ class TotalsCollector(Collector):
         for name in ("pass", "fail", "inconclusive"):
             result.add_metric([name], 1.0 if verdict is not None and verdict.result == name else 0.0)
         yield result
+        # per declared policy: the run's own verdict when there is one, each policy's when there are several
+        by_policy = {p.name: p for p in verdict.policies} if verdict is not None and verdict.policies else {}
+        if verdict is not None and not by_policy:
+            by_policy = {verdict.name or DEFAULT: verdict}
+        names = [p for p in totals.policies if p != UNMATCHED]
+        policy_result = GaugeMetricFamily(
+            f"{PREFIX}_policy_verdict",
+            "1 for the verdict so far on each declared policy of the current or last run (pass, fail, inconclusive).",
+            labels=["policy", "result"],
+        )
+        for policy in names:
+            mine = by_policy.get(policy)
+            for name in ("pass", "fail", "inconclusive"):
+                policy_result.add_metric([policy, name], 1.0 if mine is not None and mine.result == name else 0.0)
+        yield policy_result
         disagreements = GaugeMetricFamily(
             f"{PREFIX}_verdict_disagreements",
-            "Decisions of the current or last run that the declared model cannot explain at any timing, by mode and "
-            "kind: over = admissions beyond it, under = rejections it would have admitted.",
-            labels=["mode", "kind"],
+            "Decisions of the current or last run that the declared model cannot explain at any timing, by policy, "
+            "mode and kind: over = admissions beyond it, under = rejections it would have admitted.",
+            labels=["policy", "mode", "kind"],
         )
-        for mode in MODES:
-            row = verdict.row(mode) if verdict is not None else None
-            disagreements.add_metric([mode, "over"], row.over if row else 0.0)
-            disagreements.add_metric([mode, "under"], row.under if row else 0.0)
+        for policy in names:
+            mine = by_policy.get(policy)
+            for mode in MODES:
+                row = mine.row(mode) if mine is not None else None
+                disagreements.add_metric([policy, mode, "over"], row.over if row else 0.0)
+                disagreements.add_metric([policy, mode, "under"], row.under if row else 0.0)
         yield disagreements
         yield GaugeMetricFamily(
             f"{PREFIX}_verdict_detectable_factor",

@@ -18,6 +18,10 @@ and answers two questions that hold whatever the real moments were:
 
 ``count(t)`` feeds the strict side every request that may have counted toward the limit (admitted ones, errors
 whose fate is unknown, and rejected ones for a limiter that counts rejections).
+
+A request may spend ``cost`` units of the limit (a weighted request: a batch, an expensive route): ``admit(t, cost)``
+needs that many units of room, ``count(t, cost)`` takes that many, and a rejection is wrong only when ``room``
+holds the request's whole cost. Costs are whole units, as limiters charge them.
 """
 
 from __future__ import annotations
@@ -122,10 +126,10 @@ class Model:
         self.spread = spread
         self.first: float | None = None  # earliest time of the partition's first request
 
-    def admit(self, t: float) -> bool:
+    def admit(self, t: float, cost: int = 1) -> bool:
         raise NotImplementedError
 
-    def count(self, t: float) -> None:
+    def count(self, t: float, cost: int = 1) -> None:
         raise NotImplementedError
 
     def room(self, t: float) -> float | None:
@@ -155,13 +159,13 @@ class Bucket(Model):
         self.strict_level = 0.0
         self.strict_at: float | None = None
 
-    def admit(self, t: float) -> bool:
+    def admit(self, t: float, cost: int = 1) -> bool:
         self._start(t)
         top = self.capacity + self.rate * self.spread
         level = top if self.lenient_at is None else min(top, self.lenient_level + self.rate * (t - self.lenient_at))
         self.lenient_at = t
-        if level >= 1 - EPS:
-            self.lenient_level = level - 1
+        if level >= cost - EPS:
+            self.lenient_level = level - cost
             return True
         self.lenient_level = level
         return False
@@ -172,9 +176,9 @@ class Bucket(Model):
             return 0.0
         return min(self.capacity, self.strict_level + self.rate * max(0.0, t - self.strict_at))
 
-    def count(self, t: float) -> None:
+    def count(self, t: float, cost: int = 1) -> None:
         self._start(t)
-        self.strict_level = self._strict(t) - 1
+        self.strict_level = self._strict(t) - cost
         self.strict_at = t
 
     def room(self, t: float) -> float | None:
@@ -203,20 +207,20 @@ class EpochWindow(Model):
         j = math.floor(t / w)
         return j if math.floor((t + self.spread) / w) == j else None
 
-    def admit(self, t: float) -> bool:
+    def admit(self, t: float, cost: int = 1) -> bool:
         self._start(t)
         j = self._window(t)
         if j is None:
             return True  # may belong to either window: not judged
         if j != self.index:
             self.index, self.admitted = j, 0
-        if self.admitted < self.spec.limit:
-            self.admitted += 1
+        if self.admitted + cost <= self.spec.limit:
+            self.admitted += cost
             return True
         return False
 
-    def count(self, t: float) -> None:
-        _count_recent(self, self.counts, t, self.spec.window)
+    def count(self, t: float, cost: int = 1) -> None:
+        _count_recent(self, self.counts, t, self.spec.window, cost)
 
     def room(self, t: float) -> float | None:
         self._start(t)
@@ -238,19 +242,19 @@ class SlidingLog(Model):
         self.log: deque[float] = deque()  # lenient: admissions accepted in the last window - spread
         self.counts: deque[float] = deque()  # strict: counted requests in the last window + spread
 
-    def admit(self, t: float) -> bool:
+    def admit(self, t: float, cost: int = 1) -> bool:
         self._start(t)
         log = self.log
         horizon = t - (self.spec.window - self.spread)
         while log and log[0] <= horizon:
             log.popleft()
-        if len(log) < self.spec.limit:
-            log.append(t)
+        if len(log) + cost <= self.spec.limit:
+            log.extend((t,) * cost)  # one entry per unit: the window's sum is the log's length
             return True
         return False
 
-    def count(self, t: float) -> None:
-        _count_recent(self, self.counts, t, self.spec.window)
+    def count(self, t: float, cost: int = 1) -> None:
+        _count_recent(self, self.counts, t, self.spec.window, cost)
 
     def room(self, t: float) -> float | None:
         return _room_recent(self, self.counts, t, self.spec.window)
@@ -268,18 +272,21 @@ class WindowBound(Bucket):
         self.lookback = lookback
         self.counts: deque[float] = deque()
 
-    def count(self, t: float) -> None:
-        _count_recent(self, self.counts, t, self.lookback)
+    def count(self, t: float, cost: int = 1) -> None:
+        _count_recent(self, self.counts, t, self.lookback, cost)
 
     def room(self, t: float) -> float | None:
         return _room_recent(self, self.counts, t, self.lookback)
 
 
-def _count_recent(model: Model, times: deque[float], t: float, lookback: float) -> None:
-    """Strict side of the window algorithms: keep the counted requests of the last ``lookback`` + spread."""
+def _count_recent(model: Model, times: deque[float], t: float, lookback: float, cost: int = 1) -> None:
+    """Strict side of the window algorithms: keep the counted units of the last ``lookback`` + spread."""
     model._start(t)
     _keep_since(times, t - lookback - model.spread)
-    times.append(t)
+    if cost == 1:
+        times.append(t)
+    else:
+        times.extend((t,) * cost)
 
 
 def _room_recent(model: Model, times: deque[float], t: float, lookback: float) -> float | None:

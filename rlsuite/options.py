@@ -12,7 +12,7 @@ class OptionError(ValueError):
     """A bad option value. ``str()`` is the one-line message shown to the user: it names the option and the fix."""
 
     def __init__(self, option: str, problem: str, fix: str) -> None:
-        self.option = option
+        self.option, self.problem, self.fix = option, problem, fix
         super().__init__(f"--{option} {problem}; {fix}")
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlsuite.routes import ALL, Route
 from rlsuite.schedule import Schedule
 from rlsuite.targets import Node, Targets
 
@@ -87,6 +88,7 @@ class Plan:
     max_delay: float = 1.0  # seconds a slot may be late before it is dropped; 0 = never
     window_rule: bool = False  # the declared limit counts in windows: check that remaining never rises in one
     epoch: str = ""  # the master process that made the plan: versions are compared only within one
+    routes: tuple[Route, ...] = ALL  # each declared policy's match and cost, in match order
 
     @property
     def end(self) -> float | None:
@@ -121,6 +123,7 @@ class Plan:
             "api_key_header": t.api_key_header,
             "window_rule": self.window_rule,
             "max_delay": self.max_delay,
+            "routes": [r.to_message() for r in self.routes],
         }
 
     @classmethod
@@ -151,6 +154,8 @@ class Plan:
             window_rule=data["window_rule"],
             max_delay=data["max_delay"],
             epoch=data["epoch"],
+            # a master of a version before policy files sends none: its one policy matches every request
+            routes=tuple(Route.from_message(r) for r in data.get("routes", ())) or ALL,
         )
 
 

@@ -22,6 +22,7 @@ from rlsuite.models import (
 )
 from rlsuite.options import OptionError
 from rlsuite.replay import GLOBAL, PER_NODE
+from rlsuite.routes import EVERY_REQUEST, Route
 
 ALGORITHM_CHOICES = (*ALGORITHMS, AUTO)
 
@@ -103,6 +104,14 @@ def add_arguments(parser: Any) -> None:
         help="Header findings (429 without Retry-After, malformed RateLimit fields, ...) fail the verdict.",
     )
     options.add(group, "verdict-json", type=str, default="", help="Write the verdict as JSON to this file (for CI).")
+    options.add(
+        group,
+        "policy-file",
+        type=str,
+        default="",
+        help="A TOML file of named policies, each with its match (route, method, key), algorithm, limit, window, "
+        "burst, scope and cost: counts, /metrics and the verdict per policy. Instead of --limit and its options.",
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,11 @@ class Policy:
     skew: float
     strict_headers: bool = False
     auto: bool = False
+    route: Route = EVERY_REQUEST  # the requests it governs and what each costs (a policy file's; else every request, 1)
+
+    @property
+    def name(self) -> str:
+        return self.route.name
 
     @property
     def rate(self) -> float:
@@ -166,6 +180,22 @@ def from_options(opts: Any) -> Policy | None:
         delay=bool(opts.limit_delay),
     )
     return Policy(spec, scope, skew, bool(opts.strict_headers), auto=algorithm == AUTO)
+
+
+def declared(opts: Any) -> list[Policy]:
+    """Every declared policy: those of --policy-file, or the one of --limit and its options (none without a limit).
+    Every value is checked, used or not."""
+    single = from_options(opts)
+    path = str(getattr(opts, "policy_file", "") or "")
+    if not path:
+        return [single] if single is not None else []
+    if single is not None:
+        raise OptionError(
+            "policy-file", "cannot be combined with --limit", "declare that limit in the file, or drop --policy-file"
+        )
+    from rlsuite import policyfile  # (it builds on this module)
+
+    return policyfile.load(path, opts)
 
 
 def candidates(policy: Policy) -> list[Spec]:

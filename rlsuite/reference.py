@@ -22,7 +22,8 @@ from rlsuite.models import (
 
 
 class Limiter:
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
+        """Decide a request at ``t`` that spends ``cost`` units: admitted only if all of them fit."""
         raise NotImplementedError
 
 
@@ -33,15 +34,15 @@ class TokenBucket(Limiter):
         self.capacity, self.rate, self.counts_rejected = capacity, rate, counts_rejected
         self.level, self.at = capacity, None
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         if self.at is not None:
             self.level = min(self.capacity, self.level + self.rate * max(0.0, t - self.at))
         self.at = t
-        if self.level >= 1:
-            self.level -= 1
+        if self.level >= cost:
+            self.level -= cost
             return True
         if self.counts_rejected:
-            self.level = max(-self.capacity, self.level - 1)
+            self.level = max(-self.capacity, self.level - cost)
         return False
 
 
@@ -53,15 +54,17 @@ class FixedWindow(Limiter):
         self.start: float | None = None
         self.count = 0
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         if self.epoch:
             start = math.floor(t / self.window) * self.window
             if start != self.start:
                 self.start, self.count = start, 0
         elif self.start is None or t >= self.start + self.window:
             self.start, self.count = t, 0
-        self.count += 1
-        return self.count <= self.limit
+        if self.count + cost > self.limit:
+            return False  # counted or not, a rejection changes no admission of a fixed window
+        self.count += cost
+        return True
 
 
 class SlidingLog(Limiter):
@@ -71,14 +74,14 @@ class SlidingLog(Limiter):
         self.limit, self.window, self.counts_rejected = limit, window, counts_rejected
         self.log: deque[float] = deque()
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         log = self.log
         while log and log[0] <= t - self.window:
             log.popleft()
-        ok = len(log) < self.limit
+        ok = len(log) + cost <= self.limit
         if ok or self.counts_rejected:
-            log.append(t)
-            if len(log) > self.limit:  # only the newest `limit` entries can ever matter
+            log.extend((t,) * cost)  # one entry per unit
+            while len(log) > self.limit:  # only the newest `limit` entries can ever matter
                 log.popleft()
         return ok
 
@@ -91,15 +94,15 @@ class SlidingWindowCounter(Limiter):
         self.index: int | None = None
         self.current = self.previous = 0
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         index = math.floor(t / self.window)
         if index != self.index:
             self.previous = self.current if self.index == index - 1 else 0
             self.current, self.index = 0, index
         elapsed = t - index * self.window
-        ok = self.current + math.floor(self.previous * (self.window - elapsed) / self.window) < self.limit
+        ok = self.current + math.floor(self.previous * (self.window - elapsed) / self.window) + cost <= self.limit
         if ok or self.counts_rejected:
-            self.current += 1
+            self.current += cost
         return ok
 
 

@@ -2,7 +2,8 @@
 
 Each request becomes an event ``(start, duration, code, node, key)``: its start on the generator's clock, how long it
 was in flight, what came back (``code``: admitted, limited, an error whose fate is unknown, or one that never reached
-the limiter; plus the burst flag), the node index and the API-key index. The limiter decided it at some moment in
+the limiter; plus the burst flag, the index of the declared policy it falls under and the units of the limit it
+spends, see ``event_code``), the node index and the API-key index. The limiter decided it at some moment in
 ``[start - skew, start + duration + skew]``.
 
 Events reach the replay out of order (they are recorded when they complete, and workers report in batches), so it
@@ -27,10 +28,37 @@ from rlsuite import reference
 from rlsuite.models import LEAKY_BUCKET, Model, Spec
 from rlsuite.schedule import BURST, MODES, STEADY
 
-# Event codes: the outcome, plus BURST_FLAG for requests of a burst stage.
+# Event codes: the outcome, plus BURST_FLAG for requests of a burst stage, the policy's index and the cost less one
+# in the bits above (so a plain outcome is a cost-1 request of the first policy: one int per event, whatever it says).
 ADMITTED, LIMITED, UNKNOWN, UNSENT = 0, 1, 2, 3  # UNKNOWN: an error that may have counted; UNSENT: never reached it
 BURST_FLAG = 4
+POLICY_SHIFT = 3
+MAX_POLICIES = 255  # policy indexes 0..254; the index one past the declared policies marks requests none matched
+COST_SHIFT = 11
+MAX_COST = 1_000_000
 EVENT_WIDTH = 5  # fields per event in a flat list: start, duration, code, node, key
+
+
+def event_code(outcome: int, burst: bool = False, policy: int = 0, cost: int = 1) -> int:
+    return outcome | (BURST_FLAG if burst else 0) | (policy << POLICY_SHIFT) | ((cost - 1) << COST_SHIFT)
+
+
+def policy_bits(policy: int) -> int:
+    """The bits of ``event_code`` for a policy index (precomputed per policy: the hot path only ORs them in)."""
+    return policy << POLICY_SHIFT
+
+
+def cost_bits(cost: int) -> int:
+    return (cost - 1) << COST_SHIFT
+
+
+def policy_of(code: int) -> int:
+    return (code >> POLICY_SHIFT) & 0xFF
+
+
+def cost_of(code: int) -> int:
+    return (code >> COST_SHIFT) + 1
+
 
 GLOBAL, PER_NODE = "global", "per-node"
 
@@ -110,26 +138,29 @@ class Judge:
         outcome = code & 3
         if outcome == UNSENT:
             return
+        cost = (code >> COST_SHIFT) + 1
         long = duration > self.cap and not self._decides_on_arrival
         if outcome == ADMITTED:
             if long:
                 self.unjudged += 1
-            elif not p.model.admit(t):
+            elif not p.model.admit(t, cost):
                 self._disagree(True, code, t, node, key)
         elif outcome == LIMITED and not long:
             room = p.model.room(t)
             if room is not None:
                 if p.pending is None:
                     p.pending = []
-                p.pending.append((t + self.spread, room - (len(late) if late else 0), p.counted, (code, t, node, key)))
+                room -= len(late) if late else 0
+                p.pending.append((t + self.spread, room, p.counted, (code, t, node, key)))
         if outcome != LIMITED or self.spec.counts_rejected:
             if long:
                 if p.late is None:
                     p.late = []
-                heapq.heappush(p.late, t + duration + 2 * self.skew)
+                for _ in range(cost):  # one entry per unit: len(late) is the units counted there
+                    heapq.heappush(p.late, t + duration + 2 * self.skew)
             else:
-                p.model.count(t)
-            p.counted += 1
+                p.model.count(t, cost)
+            p.counted += cost
 
     def flush(self) -> None:
         for p in self.partitions.values():
@@ -146,8 +177,9 @@ class Judge:
                 break
             done += 1
             left = room - (p.counted - counted)
-            if left >= 1 - 1e-9:
-                code, t, node, key = ev
+            code = ev[0]
+            if left >= (code >> COST_SHIFT) + 1 - 1e-9:  # room for the rejected request's whole cost
+                _, t, node, key = ev
                 self._disagree(False, code, t, node, key, left)
         if done:
             del pending[:done]
@@ -162,8 +194,13 @@ class Judge:
         else:
             tally.under[mode] += 1
             if tally.first_under is None:
+                cost = (code >> COST_SHIFT) + 1
+                units = "" if cost == 1 else f" units (it needed {cost})"
                 tally.first_under = Evidence(
-                    t - self.t0, node, key, f"even at the strictest timing {math.floor(left + 1e-9)} more would fit"
+                    t - self.t0,
+                    node,
+                    key,
+                    f"even at the strictest timing {math.floor(left + 1e-9)} more{units} would fit",
                 )
 
 
@@ -187,8 +224,8 @@ class Shadow(Judge):
         limiter = self._limiters.get(where)
         if limiter is None:
             limiter = self._limiters[where] = reference.build(self._cluster_spec)
-        decided = ADMITTED if limiter.hit(start) else LIMITED
-        super().feed(start, duration, decided | (code & BURST_FLAG), node, key)
+        decided = ADMITTED if limiter.hit(start, (code >> COST_SHIFT) + 1) else LIMITED
+        super().feed(start, duration, decided | (code & ~3), node, key)
 
 
 def doubled(spec: Spec) -> Spec:
@@ -248,3 +285,33 @@ class Replay:
         self.advance(math.inf)
         for judge in self.judges:
             judge.flush()
+
+
+class Replays:
+    """One ``Replay`` per declared policy: each event goes to the replay of the policy its code names; requests that
+    matched no policy (the index past the last) are counted elsewhere and judged by none."""
+
+    def __init__(self, replays: list[Replay]) -> None:
+        self.replays = replays
+
+    def add(self, flat: list) -> None:
+        replays = self.replays
+        if len(replays) == 1 and not any((flat[i] >> POLICY_SHIFT) & 0xFF for i in range(2, len(flat), EVENT_WIDTH)):
+            replays[0].add(flat)  # the common case: one policy, no copy
+            return
+        split: list[list] = [[] for _ in replays]
+        for i in range(0, len(flat), EVENT_WIDTH):
+            index = (flat[i + 2] >> POLICY_SHIFT) & 0xFF
+            if index < len(split):
+                split[index] += flat[i : i + EVENT_WIDTH]
+        for replay, events in zip(replays, split, strict=True):
+            if events:
+                replay.add(events)
+
+    def advance(self, until: float) -> None:
+        for replay in self.replays:
+            replay.advance(until)
+
+    def finish(self) -> None:
+        for replay in self.replays:
+            replay.finish()

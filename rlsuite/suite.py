@@ -22,6 +22,7 @@ import math
 import signal
 import sys
 import time
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ from rlsuite.metrics import Status, TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN, Plan, progress_to_message
-from rlsuite.replay import ADMITTED, BURST_FLAG, UNKNOWN, UNSENT
+from rlsuite.replay import ADMITTED, BURST_FLAG, MAX_COST, UNKNOWN, UNSENT, cost_bits, policy_bits
 from rlsuite.replay import LIMITED as LIMITED_CODE
+from rlsuite.routes import ALL, DEFAULT, Router
 from rlsuite.schedule import BURST
 from rlsuite.tally import DELTA_KEY, Tally, Totals
-from rlsuite.users import CONTEXT_KEY
-from rlsuite.verdict import PASS, Verdict, evaluate
+from rlsuite.users import CONTEXT_KEY, COST_KEY
+from rlsuite.verdict import PASS, Verdict, combine, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def check_options(opts: Any) -> None:
     targets.from_options(opts)
     schedule.from_options(opts)
     pacing.check_options(opts)
-    policy.from_options(opts)
+    policy.declared(opts)
     exporter.check_options(opts)
     console.check_options(opts)
 
@@ -94,6 +96,8 @@ class Suite:
         self.pacer = Pacer(on_adopt=self._on_plan_adopted, on_drop=self._on_dropped)
         self.headers = HeaderChecker(window_based=False)
         self.tally = Tally()
+        self.router = Router(ALL)  # which declared policy each request falls under (the plan's routes)
+        self._bad_cost_logged = False
         self.totals = Totals()
         self.status = Status()
         self.conductor: Conductor | None = None
@@ -121,11 +125,25 @@ class Suite:
     # -- counting (standalone and workers) ---------------------------------------------------------------------
 
     def on_request(
-        self, context: dict, exception: Any, response_time: float, start_time: float, response: Any, **_: Any
+        self,
+        context: dict,
+        exception: Any,
+        response_time: float,
+        start_time: float,
+        response: Any,
+        request_type: str = "GET",
+        url: str = "",
+        **_: Any,
     ) -> None:
         slot = context.get(CONTEXT_KEY)
         if slot is None:
             return  # not one of ours
+        router = self.router
+        policy = 0 if router.trivial else router.index(request_type, url, slot.key)
+        bits = router.bits[policy]
+        cost = context.get(COST_KEY)
+        if cost is not None:
+            bits = self._cost_bits(policy, cost, bits)
         seconds = response_time / 1000.0
         status = response.status_code or 0
         outcome = outcome_of(status, exception is not None)
@@ -146,6 +164,7 @@ class Suite:
             )
         if slot.mode == BURST:
             code |= BURST_FLAG
+        code |= bits
         self.tally.record(
             slot.mode,
             outcome,
@@ -157,13 +176,31 @@ class Suite:
             start_time - slot.due,
             code,
             slot.node_index,
+            router.names[policy],
         )
+
+    def _cost_bits(self, policy: int, cost: Any, bits: int) -> int:
+        """The event bits of a request that said what it costs (context ``cost``)."""
+        if type(cost) is not int or not 1 <= cost <= MAX_COST:
+            if not self._bad_cost_logged:
+                self._bad_cost_logged = True
+                logger.error(
+                    "rlsuite: a request's context cost is %r; give whole units from 1 to %d (its policy's cost is "
+                    "used instead)",
+                    cost,
+                    MAX_COST,
+                )
+            return bits
+        return policy_bits(policy) | cost_bits(cost)
 
     def _on_dropped(self, mode: str) -> None:
         self.tally.dropped(mode)
 
     def _on_plan_adopted(self, plan: Plan) -> None:
         self._run_id = plan.run_id
+        router = self.router
+        if plan.routes != router.routes or plan.targets.api_keys != router.keys:
+            self.router = Router(plan.routes, plan.targets.api_keys)
         if plan.window_rule != self.headers.window_based:
             self.headers = HeaderChecker(plan.window_rule)
 
@@ -353,8 +390,8 @@ class Suite:
             if path:
                 write_json(path, verdict.to_json())
                 where += f"\nVerdict JSON: {path}"
-        elif self.conductor.policy is None:
-            where += "\nNo limit declared (--limit): no verdict."
+        elif not self.conductor.policies:
+            where += "\nNo limit declared (--limit or --policy-file): no verdict."
         print(f"\n{text}{where}\n", flush=True)
 
     def settled_elapsed(self) -> float:
@@ -370,7 +407,10 @@ class Suite:
         if self.csv is not None and plan is not None:
             nodes = [n.name for n in plan.targets.nodes]
             elapsed = self.conductor.elapsed()
-            self.csv.write(self.totals.run, plan.schedule, plan.t0, elapsed, self.settled_elapsed(), nodes, final)
+            policies = [p.name for p in self.conductor.policies]
+            self.csv.write(
+                self.totals.run, plan.schedule, plan.t0, elapsed, self.settled_elapsed(), nodes, final, policies
+            )
 
     def replay_horizon(self) -> float:
         """Seconds after its start by which every request is recorded here: it ended or timed out, and (on a
@@ -382,7 +422,7 @@ class Suite:
         """The verdict on the current run so far (None without a declared limit); also shown in /metrics.
         ``final``: every request of the run is in (the summary), so the replay runs to the end."""
         conductor = self.conductor
-        if conductor is None or conductor.policy is None or conductor.plan is None:
+        if conductor is None or not conductor.policies or conductor.plan is None:
             return None
         plan = conductor.plan
         run = self.totals.run
@@ -392,17 +432,27 @@ class Suite:
             run.replay.finish()
         else:
             run.replay.advance(time.time() - self.replay_horizon())
-        verdict = evaluate(
-            conductor.policy,
-            run,
-            run.replay,
-            plan.schedule,
-            plan.t0,
-            self.settled_elapsed(),
-            [n.name for n in plan.targets.nodes],
-            plan.targets.partitions,
-            conductor.lost_workers(),
-        )
+        policies = conductor.policies
+        nodes = [n.name for n in plan.targets.nodes]
+        elapsed, lost = self.settled_elapsed(), conductor.lost_workers()
+        keys = plan.targets.api_keys or ("",)
+        verdicts = [
+            evaluate(
+                policy,
+                run,
+                replay,
+                plan.schedule,
+                plan.t0,
+                elapsed,
+                nodes,
+                partitions_of(policy, keys),
+                lost,
+                # one policy that takes every request is judged on all of them, as the single-policy flags say
+                alone=len(policies) == 1 and policy.route.matches_all,
+            )
+            for policy, replay in zip(policies, run.replay.replays, strict=True)
+        ]
+        verdict = verdicts[0] if len(verdicts) == 1 else combine(verdicts)
         self.status.verdict = verdict
         return verdict
 
@@ -438,6 +488,11 @@ class Suite:
                 scraped = self.exporter.linger(linger)
                 logger.info("rlsuite: %s", "final counts scraped" if scraped else "no scrape came; exiting")
             self.exporter.stop()
+
+
+def partitions_of(policy: Any, keys: tuple[str, ...]) -> int:
+    """How many limit partitions (API keys) the load of ``policy`` is spread over."""
+    return max(1, sum(1 for k in keys if fnmatchcase(k, policy.route.key or "*")))
 
 
 def write_json(path: str, data: dict) -> None:
@@ -516,6 +571,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     except OptionError as e:
         fail_fast(e)
     _default_locust_options(environment, opts)
+    # every declared policy's series exist in /metrics from the first scrape
+    suite.totals.policies = [p.name for p in policy.declared(opts)] or [DEFAULT]
 
     suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlsuite.classify import ALLOWED, ERROR, LIMITED
+from rlsuite.routes import DEFAULT
 
 OUTCOME_INDEX = {ALLOWED: 0, LIMITED: 1, ERROR: 2}
 # A request that starts later than this after its slot was due counts as a late send (the generator was behind).
@@ -52,7 +53,7 @@ class Tally:
     )
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}  # (mode, outcome, node)
+        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
         self.errors: dict[tuple[str, str, str], int] = {}  # (mode, node, kind)
         # Latencies as counts of values rounded to two significant digits (as Locust's own stats do): exact enough
         # for percentiles and for the Prometheus histograms, which are built from them at scrape time.
@@ -89,8 +90,9 @@ class Tally:
         lateness: float = 0.0,
         code: int = 0,
         node_index: int = 0,
+        policy: str = DEFAULT,
     ) -> None:
-        rkey = (mode, outcome, node)
+        rkey = (mode, outcome, node, policy)
         requests = self.requests
         requests[rkey] = requests.get(rkey, 0) + 1
         if kind is not None:
@@ -144,7 +146,7 @@ class RunView:
     def __init__(self, run_id: int, replay: Any = None) -> None:
         self.run_id = run_id
         self.replay = replay  # the verdict's replay of every request (rlsuite.replay.Replay), when a limit is declared
-        self.requests: dict[tuple[str, str, str], int] = {}
+        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
         self.errors: dict[tuple[str, str, str], int] = {}
         self.seconds: dict[tuple[int, str], list[int]] = {}
         self.findings: dict[tuple[str, str], int] = {}
@@ -154,12 +156,21 @@ class RunView:
         self.latency: dict[tuple[str, str, int], int] = {}
         self.intended: dict[tuple[str, int], int] = {}
 
-    def count(self, mode: str | None = None, outcome: str | None = None, node: str | None = None) -> int:
+    def count(
+        self, mode: str | None = None, outcome: str | None = None, node: str | None = None, policy: str | None = None
+    ) -> int:
         return sum(
             v
-            for (m, o, n), v in self.requests.items()
-            if (mode is None or m == mode) and (outcome is None or o == outcome) and (node is None or n == node)
+            for (m, o, n, p), v in self.requests.items()
+            if (mode is None or m == mode)
+            and (outcome is None or o == outcome)
+            and (node is None or n == node)
+            and (policy is None or p == policy)
         )
+
+    def policies(self) -> list[str]:
+        """The policies requests of this run fell under, in the order first seen."""
+        return list(dict.fromkeys(p for _, _, _, p in self.requests))
 
     def sent(self, mode: str | None, what: str) -> int:
         """Late or dropped sends, of one mode or all."""
@@ -209,31 +220,38 @@ class Totals:
     """Counts since this process started (never reset, so Prometheus counters never go down), plus the current run."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
+        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
         self.errors: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str, int], int] = {}
         self.intended: dict[tuple[str, int], int] = {}
         self.findings: dict[tuple[str, str], int] = {}
         self.sends: dict[tuple[str, str], int] = {}
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
+        self.policies: list[str] = [DEFAULT]  # every policy declared or seen, likewise (set at init when declared)
         self.run = RunView(run_id=-1)
 
-    def start_run(self, run_id: int, nodes: list[str], replay: Any = None) -> None:
+    def start_run(self, run_id: int, nodes: list[str], replay: Any = None, policies: list[str] | None = None) -> None:
         self.run = RunView(run_id, replay)
         for node in nodes:
             if node not in self.nodes:
                 self.nodes.append(node)
+        for policy in policies or ():
+            if policy not in self.policies:
+                self.policies.append(policy)
 
     def absorb(self, delta: dict[str, Any]) -> None:
         """Add one delta: to the process totals always, to the current run's view only if it is from that run (a
         report can arrive late, after a new test started in the web UI)."""
         run = self.run if delta["run_id"] == self.run.run_id else None
-        for mode, outcome, node, n in delta["requests"]:
-            _add(self.requests, (mode, outcome, node), n)
+        for mode, outcome, node, policy, n in delta["requests"]:
+            key = (mode, outcome, node, policy)
+            _add(self.requests, key, n)
             if run:
-                _add(run.requests, (mode, outcome, node), n)
+                _add(run.requests, key, n)
             if node not in self.nodes:
                 self.nodes.append(node)
+            if policy not in self.policies:
+                self.policies.append(policy)
         for table, rows, width in (
             ("errors", delta["errors"], 3),
             ("latency", delta["latency"], 3),

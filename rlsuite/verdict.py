@@ -7,6 +7,9 @@ verdict out.
   fell short of its target, counts are missing (a worker was lost), or the load could not have revealed a cluster
   admitting twice the limit (a 2-node cluster enforcing the limit per node).
 - **PASS** otherwise, with the smallest over-admission this run would have caught.
+
+With several declared policies each gets its own verdict, on the requests that fell under it, and the run's is the
+worst of them: FAIL if any failed, else INCONCLUSIVE if any was, else PASS.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Verdict:
     advertised: list[str] = field(default_factory=list)
     availability: dict[str, float] = field(default_factory=dict)  # node -> share of its requests answered
     outages: dict[str, list[list[int]]] = field(default_factory=dict)  # node -> [from, to) seconds mostly failing
+    name: str = ""  # the policy's name, with several declared
+    policies: list[Verdict] = field(default_factory=list)  # with several declared: the verdict on each
 
     @property
     def exit_code(self) -> int:
@@ -89,7 +94,8 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["exit_code"] = self.exit_code
-        data["detectable_text"] = self.detectable_text()
+        data["detectable_text"] = self.detectable_text() if not self.policies else ""
+        data["policies"] = [p.to_json() for p in self.policies]
         return data
 
     def detectable_text(self) -> str:
@@ -104,15 +110,10 @@ class Verdict:
         return f"{text}; twice the limit (2 nodes each enforcing it alone), replayed on this run's requests: {caught}"
 
     def render(self) -> str:
+        if self.policies:
+            return self._render_policies()
         lines = [f"Verdict: {self.result.upper()}  (declared: {self.policy})"]
-        lines.append(
-            f"{'Mode':<8}{'Offered':>9}{'Admitted':>10}{'Limited':>9}{'Errors':>8}{'Over':>8}{'Under':>8}  Result"
-        )
-        for r in self.rows:
-            lines.append(
-                f"{r.mode:<8}{r.offered:>9}{r.admitted:>10}{r.limited:>9}{r.errors:>8}{r.over:>8}{r.under:>8}"
-                f"  {r.result.upper() if r.result != PASS else PASS}"
-            )
+        lines.extend(self._table())
         lines.append("Over: admissions no timing of the decisions fits in the model; Under: rejections it would admit")
         lines.append(f"Detectable: {self.detectable_text()}")
         if self.fits:
@@ -136,6 +137,51 @@ class Verdict:
         lines.extend(f"Note: {note}" for note in self.notes)
         lines.extend(f"Reason: {reason}" for reason in self.reasons)
         return "\n".join(lines)
+
+    def _table(self) -> list[str]:
+        lines = [f"{'Mode':<8}{'Offered':>9}{'Admitted':>10}{'Limited':>9}{'Errors':>8}{'Over':>8}{'Under':>8}  Result"]
+        for r in self.rows:
+            lines.append(
+                f"{r.mode:<8}{r.offered:>9}{r.admitted:>10}{r.limited:>9}{r.errors:>8}{r.over:>8}{r.under:>8}"
+                f"  {r.result.upper() if r.result != PASS else PASS}"
+            )
+        return lines
+
+    def _render_policies(self) -> str:
+        """The run's verdict over every policy and what holds for all of them, then each policy's own, indented
+        under a line naming it."""
+        results = ", ".join(f"{p.name} {p.result.upper()}" for p in self.policies)
+        lines = [f"Verdict: {self.result.upper()}  ({len(self.policies)} policies: {results})"]
+        lines.extend(self._table())
+        lines.append("Over: admissions no timing of the decisions fits in the model; Under: rejections it would admit")
+        shared = ("Node availability:", "Advertised by the target:", "Header findings:", "  e.g. ", "Over: ")
+        own = [p.render().splitlines() for p in self.policies]
+        lines.extend(line for line in own[0] if line.startswith(shared[:4]))
+        for p, text in zip(self.policies, own, strict=True):
+            lines.append(f"Policy {p.name}: {p.result.upper()}  (declared: {p.policy})")
+            lines.extend("  " + line for line in text[1:] if not line.startswith(shared))
+        return "\n".join(lines)
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """The run's verdict over several policies: the worst result; the rows summed per mode."""
+    results = {v.result for v in verdicts}
+    result = FAIL if FAIL in results else INCONCLUSIVE if INCONCLUSIVE in results else PASS
+    out = Verdict(result=result, policy="; ".join(f"{v.name}: {v.policy}" for v in verdicts), policies=verdicts)
+    for mode in MODES:
+        rows = [r for v in verdicts for r in v.rows if r.mode == mode]
+        total = ModeRow(mode, *(sum(getattr(r, f) for r in rows) for f in ("offered", "admitted", "limited", "errors")))
+        total.over, total.under = sum(r.over for r in rows), sum(r.under for r in rows)
+        total.result = FAIL if any(r.result == FAIL for r in rows) else PASS
+        out.rows.append(total)
+    # the run catches what its least sensitive policy catches
+    factors = [v.detectable for v in verdicts]
+    out.detectable = None if None in factors else max(factors)  # type: ignore[type-var]
+    out.reasons = [f"{v.name}: {reason}" for v in verdicts for reason in v.reasons]
+    first = verdicts[0]
+    out.availability, out.outages, out.findings = first.availability, first.outages, first.findings
+    out.examples, out.advertised = first.examples, first.advertised
+    return out
 
 
 def build_replay(policy: Policy, nodes: int, t0: float) -> Replay:
@@ -171,16 +217,20 @@ def evaluate(
     nodes: list[str],
     partitions: int,
     incidents: list[str] | None = None,
+    alone: bool = True,
 ) -> Verdict:
-    """The verdict on what the replay has seen so far (``replay.finish()`` first for the final one)."""
-    verdict = Verdict(result=PASS, policy=policy.describe())
+    """The verdict on what the replay has seen so far (``replay.finish()`` first for the final one). Not ``alone``
+    (one of several declared policies): on the requests that fell under ``policy`` only."""
+    described = policy.describe() if alone else f"{policy.describe()}; {policy.route.describe()}"
+    verdict = Verdict(result=PASS, policy=described, name=policy.name)
+    only = None if alone else policy.name
     verdict.rows = [
         ModeRow(
             mode,
-            run.count(mode=mode),
-            run.count(mode=mode, outcome=ALLOWED),
-            run.count(mode=mode, outcome=LIMITED),
-            run.count(mode=mode, outcome=ERROR),
+            run.count(mode=mode, policy=only),
+            run.count(mode=mode, outcome=ALLOWED, policy=only),
+            run.count(mode=mode, outcome=LIMITED, policy=only),
+            run.count(mode=mode, outcome=ERROR, policy=only),
         )
         for mode in MODES
     ]
@@ -238,7 +288,13 @@ def evaluate(
                 "the generator did not keep up, so the limit was not tested as declared"
             )
     doubts.extend(f"{m}: the counts are incomplete" for m in missing)
-    # failed requests may never have reached the limiter: the load it saw was that much smaller
+    # failed requests may never have reached the limiter: the load it saw was that much smaller; a policy sees its
+    # share of the schedule's requests, each spending its declared cost
+    load = answered / sent if sent else 0.0
+    if not alone:
+        everything = run.count()
+        load *= sent / everything if everything else 0.0
+    load *= policy.route.cost
     verdict.detectable, verdict.detectable_span = detectable(
         spec,
         policy.scope,
@@ -247,7 +303,7 @@ def evaluate(
         elapsed,
         len(nodes),
         partitions,
-        round(answered / sent, 3) if sent else 0.0,
+        round(load, 3),
     )
     shadow = next((j for j in replay.judges if j.role == SHADOW and j.spec == spec), None)
     verdict.double_caught = sum(shadow.tally.over.values()) if shadow is not None else 0
@@ -338,10 +394,11 @@ def detectable(
     elapsed: float,
     nodes: int,
     partitions: int,
-    answered: float = 1.0,
+    load: float = 1.0,
 ) -> tuple[float | None, float | None]:
     """The smallest factor f such that a cluster admitting f times the limit (for example f nodes each enforcing
-    it alone) would have been caught by this run's schedule, and over what span.
+    it alone) would have been caught by this run's schedule, and over what span. ``load``: units of the limit the
+    partitions see per request of the schedule (the share answered, of the policy's requests, times their cost).
 
     Over a span of x seconds such a cluster admits at least the load offered to a partition, capped at f times the
     limit's rate at every moment; it is caught when that exceeds what the lenient model admits in x seconds. A
@@ -350,7 +407,7 @@ def detectable(
     """
     share = max(1, partitions) * (nodes if scope == PER_NODE else 1)
     stages = [s for s in schedule.stages(until=elapsed) if s.start < elapsed]
-    pieces = [(s.start, min(s.end, elapsed), s.rps * answered / share) for s in stages]
+    pieces = [(s.start, min(s.end, elapsed), s.rps * load / share) for s in stages]
     starts_at = [start for start, _, _ in pieces]
     period = schedule.burst_every if schedule.burst_duration > 0 else elapsed
     best: tuple[float | None, float | None] = (None, None)

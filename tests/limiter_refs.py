@@ -1,5 +1,6 @@
 """Reference rate limiters for the replay's tests: small, exact, written from each algorithm's published definition
-(independent of the demo limiter), fed decision times in order."""
+(independent of the demo limiter), fed decision times in order. A request spends ``cost`` units and is admitted only
+when all of them fit."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ class TokenBucket:
         self.capacity, self.rate, self.counts_rejected = capacity, rate, counts_rejected
         self.level, self.at = capacity, None
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         if self.at is not None:
             self.level = min(self.capacity, self.level + self.rate * (t - self.at))
         self.at = t
-        if self.level >= 1:
-            self.level -= 1
+        if self.level >= cost:
+            self.level -= cost
             return True
         if self.counts_rejected:
-            self.level = max(-self.capacity, self.level - 1)
+            self.level = max(-self.capacity, self.level - cost)
         return False
 
 
@@ -31,11 +32,11 @@ class LeakyBucket:
         self.burst, self.rate = burst, rate
         self.excess, self.at = 0.0, None
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         excess = 0.0 if self.at is None else max(0.0, self.excess - self.rate * (t - self.at))
-        if excess + 1 > self.burst + 1:
+        if excess + cost > self.burst + 1:
             return False  # rejected requests leave the state alone
-        self.excess, self.at = excess + 1, t
+        self.excess, self.at = excess + cost, t
         return True
 
 
@@ -44,7 +45,7 @@ class FixedWindow:
         self.limit, self.window, self.first_request = limit, window, first_request
         self.start, self.count = None, 0
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         if self.first_request:
             if self.start is None or t >= self.start + self.window:
                 self.start, self.count = t, 0
@@ -52,8 +53,10 @@ class FixedWindow:
             start = math.floor(t / self.window) * self.window
             if start != self.start:
                 self.start, self.count = start, 0
-        self.count += 1
-        return self.count <= self.limit
+        if self.count + cost > self.limit:
+            return False
+        self.count += cost
+        return True
 
 
 class SlidingLog:
@@ -61,12 +64,12 @@ class SlidingLog:
         self.limit, self.window, self.counts_rejected = limit, window, counts_rejected
         self.log: deque[float] = deque()
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         while self.log and self.log[0] <= t - self.window:
             self.log.popleft()
-        ok = len(self.log) < self.limit
+        ok = len(self.log) + cost <= self.limit
         if ok or self.counts_rejected:
-            self.log.append(t)
+            self.log.extend([t] * cost)
         return ok
 
 
@@ -77,14 +80,14 @@ class SlidingWindowCounter:
         self.limit, self.window, self.counts_rejected = limit, window, counts_rejected
         self.index, self.current, self.previous = None, 0, 0
 
-    def hit(self, t: float) -> bool:
+    def hit(self, t: float, cost: int = 1) -> bool:
         index = math.floor(t / self.window)
         if index != self.index:
             self.previous = self.current if self.index == index - 1 else 0
             self.current, self.index = 0, index
         elapsed = t - index * self.window
         estimate = self.current + math.floor(self.previous * (self.window - elapsed) / self.window)
-        ok = estimate < self.limit
+        ok = estimate + cost <= self.limit
         if ok or self.counts_rejected:
-            self.current += 1
+            self.current += cost
         return ok

@@ -272,8 +272,9 @@ class Cluster:
 
 
 @contextmanager
-def demo_cluster(*args: str) -> Iterator[Cluster]:
-    proc = Proc([sys.executable, "-m", "demolimiter", "--base-port", "0", *args])
+def demo_cluster(*args: str, command: list[str] | None = None, cwd: Path = ROOT) -> Iterator[Cluster]:
+    """The demo cluster on free ports; ``command``: another way to start it (an installed ``rlsuite-demo``)."""
+    proc = Proc([*(command or [sys.executable, "-m", "demolimiter"]), "--base-port", "0", *args], cwd=cwd)
     with running(proc):
         urls = proc.wait_for(r"^READY (\S+)", timeout=20).group(1).split(",")
         yield Cluster(urls, proc)
@@ -377,11 +378,11 @@ class LocustRun:
         return sum(entry["num_failures"] for entry in json.loads(self.json_file.read_text()))
 
 
-def locust_args(node_hosts: str, *args: str) -> list[str]:
+def locust_args(node_hosts: str, *args: str, locustfile: Path = LOCUSTFILE, locust: list[str] = LOCUST) -> list[str]:
     return [
-        *LOCUST,
+        *locust,
         "-f",
-        str(LOCUSTFILE),
+        str(locustfile),
         "--headless",
         "--node-hosts",
         node_hosts,
@@ -393,10 +394,32 @@ def locust_args(node_hosts: str, *args: str) -> list[str]:
     ]
 
 
-def run_locust(node_hosts: str, tmp_path: Path, *args: str, timeout: float = 90, exit_code: int = 0) -> LocustRun:
-    """A headless run to its end; /metrics is scraped once after the run, while it lingers for that scrape."""
+def run_locust(
+    node_hosts: str,
+    tmp_path: Path,
+    *args: str,
+    timeout: float = 90,
+    exit_code: int = 0,
+    locustfile: Path = LOCUSTFILE,
+    locust: list[str] = LOCUST,
+    cwd: Path = ROOT,
+) -> LocustRun:
+    """A headless run to its end; /metrics is scraped once after the run, while it lingers for that scrape.
+    ``locustfile``, ``locust`` (the command) and ``cwd``: another locustfile, installation or directory."""
     json_file = tmp_path / "locust_stats"
-    proc = Proc(locust_args(node_hosts, "--metrics-linger", "30", "--json-file", str(json_file), *args))
+    proc = Proc(
+        locust_args(
+            node_hosts,
+            "--metrics-linger",
+            "30",
+            "--json-file",
+            str(json_file),
+            *args,
+            locustfile=locustfile,
+            locust=locust,
+        ),
+        cwd=cwd,
+    )
     with running(proc):
         url = proc.wait_for(r"waiting up to \S+ for a last scrape of (\S+)", timeout=timeout).group(1)
         metrics = scrape(url)

@@ -12,7 +12,8 @@ def run_with(per_second):
     for i, n in enumerate(per_second):
         run.seconds[(T0 + i, "n1:80")] = [n, 0, 0]
         mode = "burst" if 4 <= i < 6 else "steady"
-        run.requests[(mode, "allowed", "n1:80")] = run.requests.get((mode, "allowed", "n1:80"), 0) + n
+        counted = (mode, "allowed", "n1:80", "default")
+        run.requests[counted] = run.requests.get(counted, 0) + n
     return run
 
 

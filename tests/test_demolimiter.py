@@ -34,7 +34,7 @@ from demolimiter.algorithms import (
     create,
 )
 from demolimiter.cli import main, node_parser, settings_from
-from demolimiter.config import Settings
+from demolimiter.config import RouteLimit, Settings
 from demolimiter.decision import ADMITTED, LIMITED, Decision, from_verdict
 from demolimiter.headers import ceil_seconds, format_window, policy, ratelimit, ratelimit_line
 from demolimiter.memory import MemoryLimiter
@@ -543,6 +543,14 @@ def test_decision_rounds_up_and_never_below_one() -> None:
         (["--race", "--race-delay", "-1"], "--race-delay"),
         (["--algorithm", "sliding-log", "--burst", "0"], "--burst"),
         (["--algorithm", "leaky-bucket", "--burst", "-1"], "--burst"),
+        (["--route", "/a"], "--route"),
+        (["--route", "a=5/1"], "--route"),
+        (["--route", "/a=0/1"], "--route"),
+        (["--route", "/a=5/1:cluster"], "--route"),
+        (["--route", "/a=5/1", "--route", "/a=6/1"], "--route"),
+        (["--cost-header", "X Cost"], "--cost-header"),
+        (["--backend", "redis", "--route", "/a=5/1"], "--route"),
+        (["--backend", "redis", "--cost-header", "X-Cost"], "--cost-header"),
     ],
 )
 def test_cli_rejects_bad_values(args: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -580,6 +588,7 @@ def test_help_explains_ports_and_every_option(
         Settings(algorithm="sliding-log", race=True, race_delay=0.0),
         Settings(algorithm="sliding-window-counter", race=True, scope="per-node", retry_after=False),
         Settings(algorithm="token-bucket", burst=7, counts_rejected=True, race=True, race_delay=0.25),
+        Settings(routes=(RouteLimit("/a", 20, 1.0), RouteLimit("/b", 5, 0.5, "per-node")), cost_header="X-Cost"),
     ],
     ids=lambda s: s.algorithm,
 )
@@ -739,6 +748,50 @@ def test_memory_token_bucket_global_and_keys_apart() -> None:
         assert cl.burst(12, key="b") == {200: 10, 429: 2}
         assert cl.burst(12, key=None) == {200: 10, 429: 2}  # no header: the shared anonymous key
         assert cl.get(0, key="anonymous").status == 429
+
+
+def test_a_request_of_several_units_is_admitted_only_when_all_fit_and_spends_them_all() -> None:
+    now = [0.0]
+    for algorithm in ALGORITHMS:
+        limiter = create(
+            Settings(algorithm=algorithm, limit=10, window=3600, burst=9 if algorithm == "leaky-bucket" else None),
+            lambda: now[0],
+        )
+        seen = [limiter.hit(b"k", None, cost).allowed for cost in (4, 4, 3, 2)]
+        assert seen == [True, True, False, True], algorithm  # 4 + 4 leave 2 units: 3 do not fit, 2 do
+        assert not limiter.hit(b"k").allowed, algorithm
+
+
+@pytest.mark.integration
+def test_routes_have_limits_of_their_own_and_requests_say_their_cost() -> None:
+    with (
+        cluster(
+            "--base-port",
+            "0",
+            "--limit",
+            "10",
+            "--window",
+            "3600",
+            "--route",
+            "/a=4/3600",
+            "--route",
+            "/b=2/3600:per-node",
+            "--cost-header",
+            "X-Cost",
+        ) as c,
+        client(c.ports) as cl,
+    ):
+        assert Counter(cl.get(i, "/a?x=1", key="k").status for i in range(6)) == {200: 4, 429: 2}
+        assert Counter(cl.get(i, "/b", key="k").status for i in range(9)) == {200: 6, 429: 3}  # 2 per node
+        assert cl.get(0, "/a", key="k").getheader("RateLimit-Policy") == '"default";q=4;w=3600'
+        conn = cl.conns[0]
+        for cost, status in ((7, 200), (4, 429), (3, 200), (1, 429)):  # the other paths share 10 units
+            conn.request("GET", "/", headers={"X-Api-Key": "k", "X-Cost": str(cost)})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == status, cost
+        conn.request("GET", "/", headers={"X-Cost": "lots"})
+        assert conn.getresponse().status == 400
 
 
 @pytest.mark.integration

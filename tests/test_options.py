@@ -122,3 +122,100 @@ def test_every_bad_input_is_one_line_naming_the_option_exit_2_and_nothing_starte
         assert len(lines) == 1 and option_of(case) in lines[0], (case, result.stderr)
         assert "Traceback" not in result.stderr + result.stdout, case
         assert "Prometheus metrics at" not in result.stderr and "Shape test starting" not in result.stderr, case
+
+
+# -- --policy-file ---------------------------------------------------------------------------------------------------
+
+GOOD_POLICIES = """
+[policy.orders]
+route = "/v1/orders/*"
+method = ["post", "PUT"]
+key = "tenant-*"
+algorithm = "fixed-window"
+window-alignment = "epoch"
+limit = 20
+window = 60
+scope = "per-node"
+cost = 2
+
+[policy.rest]
+limit = 100
+"""
+
+
+def test_a_policy_file_declares_named_policies_matched_in_order(tmp_path):
+    from rlsuite.routes import Router
+
+    path = tmp_path / "policies.toml"
+    path.write_text(GOOD_POLICIES)
+    orders, rest = suite.policy.declared(parse("--policy-file", str(path)))
+    assert (orders.name, orders.scope, orders.spec.algorithm, orders.spec.limit, orders.spec.window) == (
+        "orders",
+        "per-node",
+        "fixed-window",
+        20,
+        60.0,
+    )
+    assert (orders.route.path, orders.route.methods, orders.route.key, orders.route.cost) == (
+        "/v1/orders/*",
+        ("POST", "PUT"),
+        "tenant-*",
+        2,
+    )
+    assert (rest.spec.algorithm, rest.spec.limit, rest.route.matches_all) == ("token-bucket", 100, True)
+    router = Router([orders.route, rest.route], ("tenant-a", "other"))
+    assert router.index("POST", "http://n:1/v1/orders/7?x=1", 0) == 0
+    assert router.index("POST", "http://n:1/v1/orders/7?x=1", 1) == 1  # another key: the next policy that fits
+    assert router.index("GET", "http://n:1/v1/orders/7", 0) == 1
+    assert router.names == ["orders", "rest", "unmatched"]
+    assert Router([orders.route], ("tenant-a",)).index("GET", "http://n:1/", 0) == 1  # none fits: unmatched
+    # the single-policy flags are a one-policy file that matches everything
+    (single,) = suite.policy.declared(parse("--limit", "10"))
+    assert (single.name, single.route.matches_all, single.route.cost) == ("default", True, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[policy.a]\nlimt = 5\n", ["policy 'a'", "unknown field 'limt'", "limit"]),
+        ("[policy.a]\nwindow = 1\n", ["policy 'a'", "no limit", "limit = 20"]),
+        ('[policy.a]\nlimit = "ten"\n', ["policy 'a'", "limit is 'ten'", "int"]),
+        ("[policy.a]\nlimit = 0\n", ["limit is 0", "at least 1"]),
+        ("[policy.a]\nlimit = 5\nwindow = 0\n", ["policy 'a'", "window must be above 0"]),
+        ('[policy.a]\nlimit = 5\nalgorithm = "leaky"\n', ["policy 'a'", "algorithm is 'leaky'", "token-bucket"]),
+        ('[policy.a]\nlimit = 5\nscope = "cluster"\n', ["scope is 'cluster'", "per-node"]),
+        ("[policy.a]\nlimit = 5\ncost = 0\n", ["cost is 0", "whole units"]),
+        ('[policy.a]\nlimit = 5\nroute = "v1"\n', ["route is 'v1'", 'starting with "/"']),
+        ("[policy.a]\nlimit = 5\nmethod = 3\n", ["method is 3"]),
+        ("limit = 5\n", ["unknown top-level key 'limit'", "[policy.NAME]"]),
+        ("", ["declares no policy"]),
+        ("[policy.unmatched]\nlimit = 5\n", ["not usable"]),
+        ("[policy.a\nlimit = 5\n", ["is not valid TOML"]),
+    ],
+)
+def test_a_bad_policy_file_is_one_line_naming_the_file_the_policy_the_field_and_the_fix(tmp_path, text, words):
+    path = tmp_path / "policies.toml"
+    path.write_text(text)
+    with pytest.raises(OptionError) as info:
+        suite.check_options(parse("--policy-file", str(path)))
+    message = str(info.value)
+    assert message.startswith(f"--policy-file {path}") and "; " in message and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_missing_policy_file_or_one_beside_limit_stops_locust_with_one_line(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD_POLICIES)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                run_cli, [["--policy-file", str(tmp_path / "nope.toml")], ["--limit", "5", "--policy-file", str(good)]]
+            )
+        )
+    for result, words in zip(
+        results, (["nope.toml", "cannot be read"], ["cannot be combined with --limit"]), strict=True
+    ):
+        lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        assert result.returncode == 2 and len(lines) == 1 and "--policy-file" in lines[0], result.stderr
+        assert all(w in lines[0] for w in words) and "Traceback" not in result.stderr, result.stderr

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from rlsuite.models import Spec
-from rlsuite.replay import ADMITTED, BURST_FLAG, LIMITED, UNKNOWN, UNSENT, Replay
+from rlsuite.replay import ADMITTED, BURST_FLAG, LIMITED, UNKNOWN, UNSENT, Replay, event_code
 from tests import limiter_refs as refs
 
 T0 = 1_000_000.0  # a whole second (fixed windows align to the epoch)
@@ -185,9 +185,9 @@ CORRECT = {
 PROFILES = ([10, 60, 10, 100, 5], [200, 200], [30, 5, 50, 2, 25])  # requests/s per 2 s stage
 
 
-def simulate(make, starts: list[float], nodes: int, seed: int, shared: bool = True) -> list[tuple]:
+def simulate(make, starts: list[float], nodes: int, seed: int, shared: bool = True, cost=lambda _: 1) -> list[tuple]:
     """Decisions of a cluster: one shared limiter, or one per node (round-robin); each decided at a random moment
-    of its request's time in flight, on a node clock off by up to SKEW."""
+    of its request's time in flight, on a node clock off by up to SKEW; ``cost(start)``: the units it spends."""
     rnd = random.Random(seed)
     limiters = [make()] if shared else [make() for _ in range(nodes)]
     offsets = [rnd.uniform(-SKEW, SKEW) for _ in range(nodes)]
@@ -198,7 +198,7 @@ def simulate(make, starts: list[float], nodes: int, seed: int, shared: bool = Tr
         requests.append((start + rnd.uniform(0, duration) + offsets[node], start, duration, node))
     outcome = {}
     for decided, start, _, node in sorted(requests):
-        outcome[start] = (limiters[0] if shared else limiters[node]).hit(T0 + decided)
+        outcome[start] = (limiters[0] if shared else limiters[node]).hit(T0 + decided, cost(start))
     return [(start, duration, ADMITTED if outcome[start] else LIMITED, node) for _, start, duration, node in requests]
 
 
@@ -245,3 +245,66 @@ def test_a_limiter_stricter_than_declared_is_caught_under_admitting(spec, make):
     events = simulate(make, traffic(5, [64] * 4, paced=True), nodes=3, seed=5)
     rp = replay(spec, events)
     assert under(rp) > 20 and over(rp) == 0
+
+
+# -- weighted requests: one request spends several units -------------------------------------------------------
+
+
+def weighted(events: list[tuple], costs: list[int]) -> list[tuple]:
+    """The same events, each spending its cost (``event_code`` carries it beside the outcome)."""
+    return [
+        (s, d, event_code(c & 3, bool(c & BURST_FLAG), cost=n), *rest)
+        for (s, d, c, *rest), n in zip(events, costs, strict=True)
+    ]
+
+
+def test_a_bucket_admits_as_many_units_as_it_holds_not_as_many_requests():
+    spec = Spec("token-bucket", 10, 1.0)  # capacity 10 units
+    assert over(replay(spec, weighted(back_to_back(0.0, 5), [2] * 5))) == 0
+    rp = replay(spec, weighted(back_to_back(0.0, 6), [2] * 6))
+    assert over(rp) == 1  # the sixth would need 12 units
+    # the same six requests declared at one unit each fit
+    assert over(replay(spec, back_to_back(0.0, 6))) == 0
+
+
+def test_a_rejection_is_wrong_only_when_the_whole_cost_had_room():
+    spec = Spec("token-bucket", 10, 1.0, burst=5)
+    # capacity 5, 10/s: however empty before the run, 1.2 s after 5 admitted units the bucket holds 5 again, less
+    # what the timing allowance (0.03 s at 10/s) may have taken: 4.7 units, so a 4-unit rejection is wrong
+    assert under(replay(spec, weighted([*back_to_back(0.0, 5), (1.2, 0.0005, LIMITED)], [1] * 5 + [4]))) == 1
+    # a request of 5 may have come a moment too early, and one of 6 never fits a bucket of 5: not proven wrong
+    for cost in (5, 6):
+        assert under(replay(spec, weighted([*back_to_back(0.0, 5), (1.2, 0.0005, LIMITED)], [1] * 5 + [cost]))) == 0
+    # 0.3 s after: at most 3 units if it was empty before the run, so a 4-unit rejection is not proven wrong
+    rp = replay(spec, weighted([*back_to_back(0.0, 5), (0.3, 0.0005, LIMITED)], [1] * 5 + [4]))
+    assert under(rp) == 0
+
+
+def test_a_window_counts_units():
+    spec = Spec("fixed-window", 10, 1.0, alignment="epoch")
+    assert over(replay(spec, weighted(back_to_back(0.2, 4, gap=0.01), [3, 3, 3, 1]))) == 0
+    assert over(replay(spec, weighted(back_to_back(0.2, 4, gap=0.01), [3, 3, 3, 2]))) == 1
+    log = Spec("sliding-log", 10, 1.0)
+    assert over(replay(log, weighted(back_to_back(0.2, 4, gap=0.01), [3, 3, 3, 2]))) == 1
+
+
+@pytest.mark.parametrize("name", CORRECT)
+def test_a_correct_limiter_of_weighted_requests_is_never_judged_wrong(name):
+    spec, make = CORRECT[name]
+    for seed in range(4):
+        rnd = random.Random(seed)
+        starts = traffic(seed, PROFILES[seed % len(PROFILES)], paced=seed % 2 == 0)
+        costs = {start: rnd.choice((1, 1, 2, 3, 5)) for start in starts}
+        events = simulate(make, starts, nodes=3, seed=seed, cost=costs.get)
+        rp = replay(spec, weighted(events, [costs[e[0]] for e in events]))
+        assert (over(rp), under(rp)) == (0, 0), (name, seed)
+
+
+@pytest.mark.parametrize("name", ["token-bucket", "fixed-window epoch", "sliding-log"])
+def test_weighted_requests_declared_as_one_unit_each_are_caught_or_never_wrongly_failed(name):
+    spec, make = CORRECT[name]
+    starts = traffic(2, [100, 100, 100], paced=True)
+    events = simulate(make, starts, nodes=3, seed=2, cost=lambda start: 3)
+    # judged with their cost: right; judged as one unit each, the cluster looks stricter than declared
+    assert (over(rp := replay(spec, weighted(events, [3] * len(events)))), under(rp)) == (0, 0)
+    assert under(replay(spec, events)) > 0 and over(replay(spec, events)) == 0

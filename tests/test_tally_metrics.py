@@ -7,6 +7,8 @@ NODES = ["127.0.0.1:1", "127.0.0.1:2"]
 
 
 def sample(registry, name, **labels):
+    if name == "rlsuite_requests_total":
+        labels.setdefault("policy", "default")  # the single-policy form's one policy
     return registry.get_sample_value(name, labels)
 
 
@@ -45,6 +47,7 @@ def test_metric_names_follow_prometheus_conventions():
         "rlsuite_header_findings_total",
         "rlsuite_verdict",
         "rlsuite_verdict_disagreements",
+        "rlsuite_policy_verdict",
         "rlsuite_verdict_detectable_factor",
         "rlsuite_intended_latency_seconds_bucket",
         "rlsuite_intended_latency_seconds_count",
@@ -124,3 +127,24 @@ def test_round_us_keeps_two_significant_digits():
     from rlsuite.tally import round_us
 
     assert [round_us(x) for x in (0.000042, 0.000742, 0.001234, 0.0567, 2.5)] == [42, 740, 1200, 57000, 2500000]
+
+
+def test_requests_are_counted_per_declared_policy_and_every_policy_has_its_series_at_zero():
+    totals, _, registry = fresh()
+    totals.start_run(2, NODES, policies=["orders", "reports"])
+    worker = Tally()
+    worker.record("steady", "allowed", NODES[0], 0.001, 1000.0, None, policy="orders")
+    worker.record("steady", "limited", NODES[0], 0.001, 1000.1, None, policy="orders")
+    worker.record("burst", "allowed", NODES[1], 0.001, 1000.2, None, policy="unmatched")
+    totals.absorb(worker.drain(run_id=2))
+    assert sample(registry, "rlsuite_requests_total", mode="steady", outcome="allowed", node=NODES[0], policy="orders")
+    assert sample(registry, "rlsuite_requests_total", mode="steady", outcome="limited", node=NODES[0], policy="orders")
+    assert (
+        sample(registry, "rlsuite_requests_total", mode="steady", outcome="allowed", node=NODES[1], policy="reports")
+        == 0
+    )
+    assert sample(
+        registry, "rlsuite_requests_total", mode="burst", outcome="allowed", node=NODES[1], policy="unmatched"
+    )
+    assert totals.run.count(policy="orders") == 2 and totals.run.count() == 3
+    assert sample(registry, "rlsuite_policy_verdict", policy="reports", result="pass") == 0  # no verdict yet

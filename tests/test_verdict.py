@@ -32,7 +32,8 @@ def judged(p: Policy, decide, schedule: Schedule, seconds: float, nodes=NODES, i
         outcome = OUTCOME[code]
         mode_code = code | (BURST_FLAG if mode == "burst" else 0)
         flat += [T0 + at, 0.001, mode_code, node, key]
-        run.requests[(mode, outcome, nodes[node])] = run.requests.get((mode, outcome, nodes[node]), 0) + 1
+        counted = (mode, outcome, nodes[node], "default")
+        run.requests[counted] = run.requests.get(counted, 0) + 1
         cell = run.seconds.setdefault((int(T0 + at), nodes[node]), [0, 0, 0])
         cell[["allowed", "limited", "error"].index(outcome)] += 1
         slot += 1

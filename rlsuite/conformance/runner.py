@@ -89,6 +89,12 @@ def configure(opts: Any) -> Config:
     nodes = targets.from_options(opts)
     declared = policy.from_options(opts)
     exporter.check_options(opts)
+    if str(getattr(opts, "policy_file", "") or ""):
+        raise OptionError(
+            "policy-file",
+            "does not apply to the catalogue: its cases question one declared policy",
+            "declare it with --limit and its options (test one route at a time with --request-path)",
+        )
     if declared is None:
         raise OptionError(
             "limit",

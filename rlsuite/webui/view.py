@@ -47,7 +47,8 @@ def snapshot(suite: Any) -> dict[str, Any]:
     ]
     complete = [s for s in series if s["t"] < int(elapsed)]
     recent = complete[-5:]
-    policy = conductor.policy
+    policy = conductor.policy  # the only one (several: no single line to draw)
+    several = "; ".join(f"{p.name}: {p.describe()}" for p in conductor.policies) if policy is None else ""
     verdict = suite.judge()
     return {
         "running": status.running,
@@ -73,7 +74,7 @@ def snapshot(suite: Any) -> dict[str, Any]:
             for s in plan.schedule.stages(until=max(elapsed, 1.0))
         ],
         "limit_rps": policy.rate * plan.targets.partitions if policy else None,
-        "policy": policy.describe() if policy else None,
+        "policy": policy.describe() if policy else several or None,
         "late": run.sent(None, LATE),
         "dropped": run.sent(None, DROPPED),
         "verdict": verdict.to_json() if verdict else None,

@@ -28,6 +28,8 @@ HTTP_5XX = "http_5xx"
 HTTP_OTHER = "http_other"
 TRANSPORT = "transport"
 ERROR_KINDS = (REFUSED, TIMEOUT, POOL_TIMEOUT, RESET, HTTP_4XX, HTTP_5XX, HTTP_OTHER, TRANSPORT)
+# errors of requests that never reached the limiter (it cannot have counted them); any other error may have
+NEVER_SENT = frozenset({REFUSED, POOL_TIMEOUT})
 
 
 class PoolTimeout(TimeoutError):

@@ -130,6 +130,12 @@ class Pacer:
             self._notify()  # only then can the user waiting for the next slot have to wake (plans come often)
         return True
 
+    def give_back(self, slot: Slot) -> None:
+        """A slot handed to a user that sent no request for it: counted as dropped (and no longer in flight), so
+        every slot is still sent once or counted dropped."""
+        self.taken -= 1
+        self._on_drop(slot.mode)
+
     def close(self, final: bool = False) -> tuple[str, int, Progress]:
         """Stop sending this run's slots for good (the run stopped): later plans of the run are refused; ``final``
         (this process quits): every later plan is. Returns (epoch, run id, progress) of the last run adopted: the

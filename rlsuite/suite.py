@@ -29,7 +29,7 @@ from typing import Any
 import gevent
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
-from rlsuite.classify import ERROR, LIMITED, REFUSED, error_kind, outcome_of
+from rlsuite.classify import ERROR, LIMITED, NEVER_SENT, error_kind, outcome_of
 from rlsuite.conductor import Conductor, default_users, tune_locust_timers
 from rlsuite.csvfiles import CsvFiles
 from rlsuite.headers import HeaderChecker
@@ -149,7 +149,8 @@ class Suite:
         outcome = outcome_of(status, exception is not None)
         if outcome == ERROR:
             kind = error_kind(status, getattr(response, "error", None) or exception)
-            code = UNSENT if kind == REFUSED else UNKNOWN  # a refused connection never reached the limiter
+            # a refused connection, or a request that never got one (pool_timeout), never reached the limiter
+            code = UNSENT if kind in NEVER_SENT else UNKNOWN
         else:
             kind = None
             code = LIMITED_CODE if outcome == LIMITED else ADMITTED

@@ -20,6 +20,7 @@ from __future__ import annotations
 from locust import FastHttpUser, constant, task
 from locust.user.task import LOCUST_STATE_STOPPING
 
+import logging
 import time
 
 import gevent
@@ -30,6 +31,8 @@ from rlsuite.connections import PROCESS, shared_pool
 from rlsuite.gate import LATE_SECONDS, gate_of
 from rlsuite.pacing import Slot
 from rlsuite.targets import DEMO_NODE_HOSTS, parse_statuses
+
+logger = logging.getLogger(__name__)
 
 CONTEXT_KEY = "rlsuite"  # the slot rides in the request context, where the suite's request listener finds it
 COST_KEY = "cost"  # a request's own cost in units of its policy's limit: context={"cost": 3}
@@ -112,16 +115,32 @@ class PacedUser(FastHttpUser):
             in_flight = gate.in_flight = gate.in_flight + 1
             if in_flight > gate.peak:
                 gate.peak = in_flight
-            self._context = {CONTEXT_KEY: slot}
+            context = self._context = {CONTEXT_KEY: slot}
             try:
                 send(slot)
             finally:
-                self._context = NO_SLOT
+                if self._context is context:  # send() made no request (it raised first, or chose not to)
+                    self._context = NO_SLOT
+                    pacer.give_back(slot)
+                    _warn_unsent(type(self))
                 gate.in_flight -= 1
             if self._state == LOCUST_STATE_STOPPING:
                 return
             if PROCESS.busy:
                 gevent.sleep(0)  # what Locust's wait between tasks does: the others run first (see get_socket)
+
+
+_warned: set[type] = set()
+
+
+def _warn_unsent(user_class: type) -> None:
+    if user_class not in _warned:
+        _warned.add(user_class)
+        logger.warning(
+            "rlsuite: %s.send() returned or raised without making a request for its slot; such slots are counted "
+            "as dropped (make exactly one request with self.client in send)",
+            user_class.__name__,
+        )
 
 
 class RateLimitUser(PacedUser):

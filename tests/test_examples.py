@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, demo_cluster, free_port, run_locust, sample_sum
+from tests.support import ROOT, demo_cluster, processes, run_locust, sample_sum
 
 pytestmark = pytest.mark.integration
 
@@ -18,12 +18,6 @@ EXAMPLES = ROOT / "locustfiles" / "examples"
 REQUESTS = "rlsuite_requests_total"
 # a few seconds at a steady rate well above each limit: enough for the verdict to tell twice the limit
 SHORT_RUN = ["-t", "4s", "--burst-duration", "0", "--stats-interval", "0"]
-
-
-def private_master_port() -> list[str]:
-    """--processes: master and workers on a free port, not Locust's 5557, which other runs on the machine share."""
-    port = str(free_port())
-    return ["--master-bind-port", port, "--master-port", port]
 
 
 def test_a_json_post_with_a_bearer_token_per_tenant_is_paced_counted_and_judged_per_tenant(tmp_path):
@@ -63,9 +57,7 @@ def test_a_policy_file_with_two_routes_fails_exactly_the_route_whose_limit_the_c
             *SHORT_RUN,
             "--steady-rps",
             "150",
-            "--processes",
-            "2",  # workers match requests to policies with the routes the master's plan carries
-            *private_master_port(),
+            *processes(2),  # workers match requests to policies with the routes the master's plan carries
             "--policy-file",
             str(EXAMPLES / "two_routes.toml"),
             "--verdict-json",
@@ -165,3 +157,42 @@ def test_pip_install_into_a_fresh_virtualenv_runs_an_example_from_another_direct
         )
     assert "Verdict: PASS" in run.proc.output
     assert sample_sum(run.metrics, REQUESTS) == run.locust_requests == 200
+
+
+UNSENT_SOME = """
+from locust import events
+from rlsuite import PacedUser, SteadyBurstShape, register
+
+register(events)
+
+
+class EveryFifthFails(PacedUser):
+    def send(self, slot):
+        if slot.number % 5 == 0:
+            raise RuntimeError("no request for this slot")
+        if slot.number % 5 == 1:
+            return  # nothing sent either
+        self.client.get(slot.url, name="GET /")
+"""
+
+
+def test_a_slot_whose_send_makes_no_request_is_counted_dropped_not_lost(tmp_path):
+    locustfile = tmp_path / "unsent.py"
+    locustfile.write_text(UNSENT_SOME)
+    with demo_cluster("--limit", "100000") as cluster:
+        # 3 s at 50/s: 150 slots, of which numbers 0, 5, 10, ... raise and 1, 6, 11, ... return without a request
+        run = run_locust(
+            cluster.node_hosts,
+            tmp_path,
+            *SHORT_RUN[2:],
+            "-t",
+            "3s",
+            "--steady-rps",
+            "50",
+            locustfile=locustfile,
+            exit_code=1,  # Locust's: a user's task raised
+            user_error=True,
+        )
+    assert sample_sum(run.metrics, REQUESTS) == run.locust_requests == 90
+    assert sample_sum(run.metrics, "rlsuite_dropped_sends_total", mode="steady") == 60
+    assert run.proc.output.count("returned or raised without making a request") == 1

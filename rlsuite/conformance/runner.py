@@ -35,7 +35,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from rlsuite import exporter, options, policy, targets
-from rlsuite.classify import REFUSED, error_kind, success_statuses
+from rlsuite.classify import NEVER_SENT, error_kind, success_statuses
 from rlsuite.conformance import cases, grading, html, reports
 from rlsuite.conformance.fields import retry_after
 from rlsuite.conformance.grading import INCONCLUSIVE, Result
@@ -240,7 +240,7 @@ def read_record(state: RunState, job: Job, due: float, start: float, response: A
     elif status:
         code = UNKNOWN
     else:
-        code = UNSENT if error_kind(0, getattr(response, "error", None)) == REFUSED else UNKNOWN
+        code = UNSENT if error_kind(0, getattr(response, "error", None)) in NEVER_SENT else UNKNOWN
     values: tuple[str | None, ...] = ()
     if status:
         get = response.headers.get if response.headers is not None else (lambda _: None)

@@ -60,7 +60,7 @@ class TotalsCollector(Collector):
         for mode in MODES:
             for node in totals.nodes:
                 for outcome in OUTCOMES:
-                    for policy in totals.policies:
+                    for policy in totals.policy_names:
                         requests.add_metric(
                             [mode, outcome, node, policy], totals.requests.get((mode, outcome, node, policy), 0)
                         )
@@ -137,7 +137,7 @@ class TotalsCollector(Collector):
         by_policy = {p.name: p for p in verdict.policies} if verdict is not None and verdict.policies else {}
         if verdict is not None and not by_policy:
             by_policy = {verdict.name or DEFAULT: verdict}
-        names = [p for p in totals.policies if p != UNMATCHED]
+        names = [p for p in totals.policy_names if p != UNMATCHED]
         policy_result = GaugeMetricFamily(
             f"{PREFIX}_policy_verdict",
             "1 for the verdict so far on each declared policy of the current or last run (pass, fail, inconclusive).",

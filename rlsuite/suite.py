@@ -573,7 +573,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         fail_fast(e)
     _default_locust_options(environment, opts)
     # every declared policy's series exist in /metrics from the first scrape
-    suite.totals.policies = [p.name for p in policy.declared(opts)] or [DEFAULT]
+    suite.totals.policy_names = [p.name for p in policy.declared(opts)] or [DEFAULT]
 
     suite.conductor = Conductor(runner, suite.totals, suite.status, suite.pacer.apply)
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))

@@ -1,9 +1,11 @@
-"""Per-request counting (hot path) and the totals it adds up to.
+"""Per-request counting (hot path) and the totals it adds up to: one count type, ``Counts``, in three roles.
 
-Every process that sends requests records into a ``Tally``: plain dict increments, no Prometheus call and no lock
-(gevent is cooperative). Workers ``drain()`` it into each ``report_to_master`` message; the master (or a standalone
-process, draining its own tally) merges those deltas into ``Totals``, which only ever grow: Prometheus counters
-and the per-run summary are read from there.
+Every process that sends requests records into a ``Tally`` (a ``Counts`` with the hot path): plain dict increments,
+no Prometheus call and no lock (gevent is cooperative). Workers ``drain()`` it into each ``report_to_master``
+message, a delta; the master (or a standalone process, draining its own tally) adds those deltas to ``Totals`` (the
+``Counts`` since the process started, which only ever grow: Prometheus counters are read from there) and to the
+current run's ``RunView`` (the ``Counts`` of one run, with its timeline and replay: the console, the web UI, the CSV
+files and the verdict read it).
 """
 
 from __future__ import annotations
@@ -35,42 +37,96 @@ def round_us(seconds: float) -> int:
 
 DELTA_KEY = "rlsuite"  # key of our data in Locust's worker report
 
+# The tables every Counts has, with the width of their keys: the shape of a delta's rows ([*key, n]).
+TABLES = (("requests", 4), ("errors", 3), ("latency", 3), ("intended", 2), ("sends", 2), ("findings", 2))
 
-class Tally:
-    """Counts since the last drain, in the process that sent the requests."""
 
-    __slots__ = (
-        "advertised",
-        "errors",
-        "events",
-        "examples",
-        "findings",
-        "intended",
-        "latency",
-        "requests",
-        "seconds",
-        "sends",
-    )
+class Counts:
+    """Counts of requests and sends: one table per kind, keyed by plain tuples.
+
+    - ``requests``: (mode, outcome, node, policy) -> n
+    - ``errors``: (mode, node, kind) -> n
+    - ``latency``: (mode, outcome, rounded us) -> n, as Locust measures it; ``intended``: (mode, rounded us) -> n, from
+      the intended send time. Latencies are counts of values rounded to two significant digits (as Locust's own
+      stats do): exact enough for percentiles and for the Prometheus histograms, which are built at scrape time.
+    - ``sends``: (mode, late|dropped) -> n; ``findings``: header findings, (rule, node) -> n
+    """
+
+    __slots__ = ("errors", "findings", "intended", "latency", "requests", "sends")
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
-        self.errors: dict[tuple[str, str, str], int] = {}  # (mode, node, kind)
-        # Latencies as counts of values rounded to two significant digits (as Locust's own stats do): exact enough
-        # for percentiles and for the Prometheus histograms, which are built from them at scrape time.
-        self.latency: dict[tuple[str, str, int], int] = {}  # (mode, outcome, rounded us) as Locust measures it
-        self.intended: dict[tuple[str, int], int] = {}  # (mode, rounded us) from the intended send time
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str, int], int] = {}
+        self.intended: dict[tuple[str, int], int] = {}
+        self.sends: dict[tuple[str, str], int] = {}
+        self.findings: dict[tuple[str, str], int] = {}
+
+    def add(self, delta: dict[str, Any]) -> None:
+        """Add a delta (``Tally.drain()``'s message) to every table."""
+        for table, width in TABLES:
+            mine = getattr(self, table)
+            for row in delta[table]:
+                key, n = tuple(row[:width]), row[width]
+                mine[key] = mine.get(key, 0) + n
+
+    def count(
+        self, mode: str | None = None, outcome: str | None = None, node: str | None = None, policy: str | None = None
+    ) -> int:
+        return sum(
+            v
+            for (m, o, n, p), v in self.requests.items()
+            if (mode is None or m == mode)
+            and (outcome is None or o == outcome)
+            and (node is None or n == node)
+            and (policy is None or p == policy)
+        )
+
+    def policies(self) -> list[str]:
+        """The policies requests fell under, in the order first seen."""
+        return list(dict.fromkeys(p for _, _, _, p in self.requests))
+
+    def sent(self, mode: str | None, what: str) -> int:
+        """Late or dropped sends, of one mode or all."""
+        return sum(n for (m, w), n in self.sends.items() if w == what and (mode is None or m == mode))
+
+    def percentile(self, mode: str, kind: str, q: float) -> float | None:
+        """The q-quantile (0-1) of a latency distribution in seconds; None when nothing was recorded."""
+        counts: dict[int, int] = {}
+        if kind == SERVICE:
+            for (m, _, us), n in self.latency.items():
+                if m == mode:
+                    counts[us] = counts.get(us, 0) + n
+        else:
+            counts = {us: n for (m, us), n in self.intended.items() if m == mode}
+        if not counts:
+            return None
+        total = sum(counts.values())
+        rank, seen = q * total, 0
+        for us in sorted(counts):
+            seen += counts[us]
+            if seen >= rank:
+                return us / 1_000_000
+        return max(counts) / 1_000_000
+
+
+class Tally(Counts):
+    """The counts since the last drain, in the process that sent the requests; ``record`` is the hot path."""
+
+    __slots__ = ("advertised", "events", "examples", "seconds")
+
+    def __init__(self) -> None:
+        super().__init__()
         # (wall-clock second the request started, node) -> per-outcome counts: the timeline and node availability
         self.seconds: dict[tuple[int, str], list[int]] = {}
         # every request as (start, duration, code, node index, key index), flat: what the verdict replays
         self.events: list = []
-        self.findings: dict[tuple[str, str], int] = {}  # header findings: (rule, node) -> count
-        self.examples: dict[str, str] = {}  # rule -> the first example seen
+        self.examples: dict[str, str] = {}  # header rule -> the first example seen
         self.advertised: set[str] = set()  # what the target said its policy was
-        self.sends: dict[tuple[str, str], int] = {}  # (mode, late|dropped) -> count
 
-    def dropped(self, mode: str) -> None:
+    def dropped(self, mode: str, count: int = 1) -> None:
         key = (mode, DROPPED)
-        self.sends[key] = self.sends.get(key, 0) + 1
+        self.sends[key] = self.sends.get(key, 0) + count
 
     def found(self, rule: str, node: str, example: str) -> None:
         key = (rule, node)
@@ -117,83 +173,42 @@ class Tally:
 
     def drain(self, run_id: int) -> dict[str, Any]:
         """Everything counted since the last drain, as a message-safe dict; the tally starts again from zero."""
-        delta = {
-            "run_id": run_id,
-            "requests": [[*k, v] for k, v in self.requests.items()],
-            "errors": [[*k, v] for k, v in self.errors.items()],
-            "latency": [[*k, v] for k, v in self.latency.items()],
-            "intended": [[*k, v] for k, v in self.intended.items()],
-            "seconds": [[*k, *v] for k, v in self.seconds.items()],
-            "findings": [[*k, v] for k, v in self.findings.items()],
-            "examples": self.examples,
-            "advertised": sorted(self.advertised),
-            "sends": [[*k, v] for k, v in self.sends.items()],
-            "events": self.events,
-        }
-        self.requests, self.errors, self.latency, self.intended, self.seconds = {}, {}, {}, {}, {}
-        self.events = []
-        self.findings, self.examples, self.sends = {}, {}, {}
+        delta: dict[str, Any] = {table: [[*k, v] for k, v in getattr(self, table).items()] for table, _ in TABLES}
+        delta.update(
+            run_id=run_id,
+            seconds=[[*k, *v] for k, v in self.seconds.items()],
+            examples=self.examples,
+            advertised=sorted(self.advertised),
+            events=self.events,
+        )
+        Tally.__init__(self)  # every table empty again
         return delta
 
 
-def _add(target: dict, key: Any, n: int) -> None:
-    target[key] = target.get(key, 0) + n
+class RunView(Counts):
+    """What one run (one test, in web-UI terms) added, with its per-second timeline, header examples and the replay."""
 
-
-class RunView:
-    """What one run (one test, in web-UI terms) added: read by the console line and the end-of-run summary."""
+    __slots__ = ("advertised", "examples", "replay", "run_id", "seconds")
 
     def __init__(self, run_id: int, replay: Any = None) -> None:
+        super().__init__()
         self.run_id = run_id
-        self.replay = replay  # the verdict's replay of every request (rlsuite.replay.Replay), when a limit is declared
-        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
-        self.errors: dict[tuple[str, str, str], int] = {}
-        self.seconds: dict[tuple[int, str], list[int]] = {}
-        self.findings: dict[tuple[str, str], int] = {}
+        self.replay = replay  # the verdict's replays of every request (rlsuite.replay), when a limit is declared
+        self.seconds: dict[tuple[int, str], list[int]] = {}  # (second, node) -> per-outcome counts
         self.examples: dict[str, str] = {}
         self.advertised: set[str] = set()
-        self.sends: dict[tuple[str, str], int] = {}
-        self.latency: dict[tuple[str, str, int], int] = {}
-        self.intended: dict[tuple[str, int], int] = {}
 
-    def count(
-        self, mode: str | None = None, outcome: str | None = None, node: str | None = None, policy: str | None = None
-    ) -> int:
-        return sum(
-            v
-            for (m, o, n, p), v in self.requests.items()
-            if (mode is None or m == mode)
-            and (outcome is None or o == outcome)
-            and (node is None or n == node)
-            and (policy is None or p == policy)
-        )
-
-    def policies(self) -> list[str]:
-        """The policies requests of this run fell under, in the order first seen."""
-        return list(dict.fromkeys(p for _, _, _, p in self.requests))
-
-    def sent(self, mode: str | None, what: str) -> int:
-        """Late or dropped sends, of one mode or all."""
-        return sum(n for (m, w), n in self.sends.items() if w == what and (mode is None or m == mode))
-
-    def percentile(self, mode: str, kind: str, q: float) -> float | None:
-        """The q-quantile (0-1) of a latency distribution in seconds; None when nothing was recorded."""
-        counts: dict[int, int] = {}
-        if kind == SERVICE:
-            for (m, _, us), n in self.latency.items():
-                if m == mode:
-                    counts[us] = counts.get(us, 0) + n
-        else:
-            counts = {us: n for (m, us), n in self.intended.items() if m == mode}
-        if not counts:
-            return None
-        total = sum(counts.values())
-        rank, seen = q * total, 0
-        for us in sorted(counts):
-            seen += counts[us]
-            if seen >= rank:
-                return us / 1_000_000
-        return max(counts) / 1_000_000
+    def add(self, delta: dict[str, Any]) -> None:
+        super().add(delta)
+        for second, node, *counts in delta["seconds"]:
+            mine = self.seconds.setdefault((second, node), [0, 0, 0])
+            for i in range(3):
+                mine[i] += counts[i]
+        if self.replay is not None:
+            self.replay.add(delta["events"])
+        for rule, example in delta["examples"].items():
+            self.examples.setdefault(rule, example)
+        self.advertised.update(delta["advertised"])
 
     def by_second(self) -> dict[int, list[int]]:
         """Per-outcome counts per wall-clock second, over all nodes and keys."""
@@ -216,18 +231,15 @@ class RunView:
         return total
 
 
-class Totals:
+class Totals(Counts):
     """Counts since this process started (never reset, so Prometheus counters never go down), plus the current run."""
 
+    __slots__ = ("nodes", "policy_names", "run")
+
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}  # (mode, outcome, node, policy)
-        self.errors: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str, int], int] = {}
-        self.intended: dict[tuple[str, int], int] = {}
-        self.findings: dict[tuple[str, str], int] = {}
-        self.sends: dict[tuple[str, str], int] = {}
+        super().__init__()
         self.nodes: list[str] = []  # every node seen or configured, so its series exist at 0
-        self.policies: list[str] = [DEFAULT]  # every policy declared or seen, likewise (set at init when declared)
+        self.policy_names: list[str] = [DEFAULT]  # every policy declared or seen, likewise (set when declared)
         self.run = RunView(run_id=-1)
 
     def start_run(self, run_id: int, nodes: list[str], replay: Any = None, policies: list[str] | None = None) -> None:
@@ -236,42 +248,17 @@ class Totals:
             if node not in self.nodes:
                 self.nodes.append(node)
         for policy in policies or ():
-            if policy not in self.policies:
-                self.policies.append(policy)
+            if policy not in self.policy_names:
+                self.policy_names.append(policy)
 
     def absorb(self, delta: dict[str, Any]) -> None:
         """Add one delta: to the process totals always, to the current run's view only if it is from that run (a
         report can arrive late, after a new test started in the web UI)."""
-        run = self.run if delta["run_id"] == self.run.run_id else None
-        for mode, outcome, node, policy, n in delta["requests"]:
-            key = (mode, outcome, node, policy)
-            _add(self.requests, key, n)
-            if run:
-                _add(run.requests, key, n)
+        self.add(delta)
+        for _, _, node, policy, _ in delta["requests"]:
             if node not in self.nodes:
                 self.nodes.append(node)
-            if policy not in self.policies:
-                self.policies.append(policy)
-        for table, rows, width in (
-            ("errors", delta["errors"], 3),
-            ("latency", delta["latency"], 3),
-            ("intended", delta["intended"], 2),
-            ("sends", delta["sends"], 2),
-            ("findings", delta["findings"], 2),
-        ):
-            mine, theirs = getattr(self, table), getattr(run, table) if run else None
-            for row in rows:
-                key, n = tuple(row[:width]), row[width]
-                _add(mine, key, n)
-                if theirs is not None:
-                    _add(theirs, key, n)
-        if run:
-            for second, node, *counts in delta["seconds"]:
-                mine = run.seconds.setdefault((second, node), [0, 0, 0])
-                for i in range(3):
-                    mine[i] += counts[i]
-            if run.replay is not None:
-                run.replay.add(delta["events"])
-            for rule, example in delta["examples"].items():
-                run.examples.setdefault(rule, example)
-            run.advertised.update(delta["advertised"])
+            if policy not in self.policy_names:
+                self.policy_names.append(policy)
+        if delta["run_id"] == self.run.run_id:
+            self.run.add(delta)

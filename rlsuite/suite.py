@@ -30,7 +30,7 @@ import gevent
 
 from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
 from rlsuite.classify import ERROR, LIMITED, NEVER_SENT, error_kind, outcome_of
-from rlsuite.conductor import Conductor, default_users, tune_locust_timers
+from rlsuite.conductor import REPORT_SECONDS, Conductor, default_users, tune_locust_timers
 from rlsuite.csvfiles import CsvFiles
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 
 # Clocks closer than this are treated as the same clock: a correction would only add the message latency.
 CLOCK_SKEW_TOLERANCE = 0.05
-# How far behind a master's counts are while a run goes on: workers report every 3 s (Locust's
-# WORKER_REPORT_INTERVAL), plus a second for the report to arrive.
-REPORT_LAG_SECONDS = 4.0
+# How far behind a master's counts are while a run goes on: workers report every REPORT_SECONDS, plus a second for
+# the report to arrive. (A process that sends its own requests records each when it completes: a second behind.)
+REPORT_LAG_SECONDS = REPORT_SECONDS + 1.0
+OWN_LAG_SECONDS = 1.0
 # Users per second at least; Locust warns above 100 per worker. Pacing does not depend on it: slots are sent on time
 # by whichever users exist.
 DEFAULT_SPAWN_RATE = 100.0
@@ -322,8 +323,7 @@ class Suite:
     def _every_second(self, interval: float) -> None:
         """While a run goes: bring the counts and the verdict's replay up to date every second (so memory holds
         seconds of requests, not the run's), and print the status line every ``interval`` seconds (0 = never)."""
-        # A master only learns of requests when workers report (every 3 s), so its window lags further behind.
-        lag = REPORT_LAG_SECONDS if self.is_master else 1.0
+        lag = self.counts_lag
         step = min(1.0, interval) if interval > 0 else 1.0
         next_line = time.monotonic() + interval
         while True:
@@ -396,12 +396,11 @@ class Suite:
         print(f"\n{text}{where}\n", flush=True)
 
     def settled_elapsed(self) -> float:
-        """Seconds of the run whose counts are all in: while it runs, a master hears of requests only when workers
-        report (every 3 s), and the current second is never complete; after it, everything."""
+        """Seconds of the run whose counts are all in: while it runs, up to ``counts_lag`` ago; after it, all."""
         elapsed = self.conductor.elapsed()
         if not self.status.running:
             return elapsed
-        return max(0.0, math.floor(elapsed - (REPORT_LAG_SECONDS if self.is_master else 1.0)))
+        return max(0.0, math.floor(elapsed - self.counts_lag))
 
     def write_csv(self, final: bool = False) -> None:
         plan = self.conductor.plan if self.conductor else None
@@ -418,6 +417,12 @@ class Suite:
         master) its worker reported it."""
         timeout = self.conductor.plan.targets.timeout if self.conductor and self.conductor.plan else 0.0
         return timeout + 1.0 + (REPORT_LAG_SECONDS if self.is_master else 0.0)
+
+    @property
+    def counts_lag(self) -> float:
+        """How many seconds behind the counts here are while a run goes on: a master hears of requests only when
+        workers report; the current second is never complete."""
+        return REPORT_LAG_SECONDS if self.is_master else OWN_LAG_SECONDS
 
     def judge(self, final: bool = False) -> Verdict | None:
         """The verdict on the current run so far (None without a declared limit); also shown in /metrics.

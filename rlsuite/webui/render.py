@@ -95,7 +95,7 @@ def pivot(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def catching_up(snap: dict[str, Any]) -> str:
-    """A caveat for live numbers on a master: workers report every 3 s, so the last seconds are still arriving and
+    """A caveat for live numbers on a master: workers report every second, so the last seconds are still arriving and
     the achieved rate and the verdict so far read low until they do."""
     if snap.get("running") and snap.get("distributed"):
         return f" (the last ~{snap['lag']:g}s still arriving from workers)"

@@ -14,7 +14,6 @@ from rlsuite.tally import DROPPED, LATE
 def snapshot(suite: Any) -> dict[str, Any]:
     """The current or last run of ``suite`` (a ``rlsuite.suite.Suite``): ``{"running": False, "run_id": None}``
     before the first run."""
-    from rlsuite.suite import REPORT_LAG_SECONDS  # not at import: suite imports rlsuite.webui
 
     suite.sync()
     conductor, run, status = suite.conductor, suite.totals.run, suite.status
@@ -62,7 +61,7 @@ def snapshot(suite: Any) -> dict[str, Any]:
         # by `lag` seconds: a master hears of requests only when its workers report
         "settled": suite.settled_elapsed(),
         "distributed": suite.is_master,
-        "lag": REPORT_LAG_SECONDS if suite.is_master else 1.0,
+        "lag": suite.counts_lag,
         "t0": plan.t0,
         "run_time": plan.schedule.run_time,
         "nodes": nodes,

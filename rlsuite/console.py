@@ -9,24 +9,25 @@ from typing import Any
 
 from rlsuite import options
 from rlsuite.classify import OUTCOMES
+from rlsuite.options import Option
 from rlsuite.rates import stage_rates
 from rlsuite.schedule import MODES, Schedule
 from rlsuite.tally import DROPPED, INTENDED, LATE, SERVICE, RunView
 
-
-def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Console output")
-    options.add(
-        group,
+OPTIONS = (
+    Option(
         "stats-interval",
+        "Console output",
         type=float,
         default=10.0,
+        minimum=0,
         help="Seconds between status lines (mode, target vs achieved requests/s, outcome counts); 0 = none.",
-    )
+    ),
+)
 
 
 def check_options(opts: Any) -> None:
-    options.number(opts, "stats-interval", minimum=0)
+    options.check(opts, OPTIONS)
 
 
 def status_line(

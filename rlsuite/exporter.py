@@ -19,36 +19,38 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rlsuite import options
-from rlsuite.options import OptionError
+from rlsuite.options import Option, OptionError
 
 logger = logging.getLogger(__name__)
 
 
-def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Prometheus export")
-    options.add(
-        group,
+GROUP = "Prometheus export"
+OPTIONS = (
+    Option(
         "metrics-port",
+        GROUP,
         type=int,
         default=9647,
         help="Headless runs serve /metrics on this port (0 = a free port, printed at start). "
         "With the web UI, /metrics is on the web UI port instead.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "metrics-linger",
+        GROUP,
         type=float,
         default=15.0,
+        minimum=0,
         help="After a headless run, keep /metrics up until it is scraped once more, at most this many seconds "
         "(0 = exit at once).",
-    )
+    ),
+)
 
 
 def check_options(opts: Any) -> None:
     port = options.get(opts, "metrics-port")
     if not 0 <= int(port) <= 65535:
         raise OptionError("metrics-port", f"must be 0-65535, got {port}", "set e.g. --metrics-port 9647")
-    options.number(opts, "metrics-linger", minimum=0)
+    options.check(opts, OPTIONS)
 
 
 class Exporter:

@@ -1,10 +1,17 @@
-"""Helpers shared by the modules that declare options: one spelling per option on every surface.
+"""The suite's options, declared once: one table of ``Option`` rows per module, next to the code that reads them.
 
-``--burst-every`` is ``parsed_options.burst_every``, ``LOCUST_BURST_EVERY`` and ``burst-every = 30`` in locust.conf.
+Every surface reads the same rows: the argument parser (``register``: flags, ``LOCUST_*`` environment variables,
+groups and help), the plain checks of each value (``check``: a finite number within its bounds, one of the choices)
+and the web UI's start form. Checks that relate options to each other stay as code in the modules that own them.
+
+One spelling per option on every surface: ``--burst-every`` is ``parsed_options.burst_every``,
+``LOCUST_BURST_EVERY`` and ``burst-every = 30`` in locust.conf.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 
@@ -16,13 +23,77 @@ class OptionError(ValueError):
         super().__init__(f"--{option} {problem}; {fix}")
 
 
+@dataclass(frozen=True)
+class Option:
+    """One option: how it is parsed, shown and checked."""
+
+    flag: str  # without the leading dashes
+    group: str  # the title of its argument group in --help; the web form shows it before the help
+    _: KW_ONLY
+    help: str
+    type: type | None = None  # int and float options are checked as finite numbers; None with an action
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    aliases: Mapping[str, str] | None = None  # other spellings accepted for a choice (from config and the web form)
+    metavar: str | None = None
+    action: str | None = None
+    minimum: float | None = None  # numbers: the smallest value allowed
+    above: float | None = None  # numbers: values must be greater than this
+
+    @property
+    def dest(self) -> str:
+        """The ``parsed_options`` attribute, also the name of its web form field."""
+        return self.flag.replace("-", "_")
+
+    @property
+    def env_var(self) -> str:
+        return env_var(self.flag)
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in (int, float)
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"default": self.default, "help": self.help}
+        for name in ("type", "choices", "metavar", "action"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
+        return kwargs
+
+    def value(self, options: Any) -> Any:
+        """The value in ``options``, checked: a number as a float, a choice with its alias resolved, else as given.
+        Values may arrive as strings from config files or the web UI."""
+        if self.numeric:
+            return number(options, self.flag, minimum=self.minimum, above=self.above)
+        if self.choices is None:
+            return getattr(options, self.dest, self.default)  # nothing to check
+        choice = str(get(options, self.flag))
+        choice = (self.aliases or {}).get(choice, choice)
+        if choice not in self.choices:
+            names = " or ".join(self.choices) if len(self.choices) == 2 else f"one of {', '.join(self.choices)}"
+            raise OptionError(self.flag, f"is {choice!r}", f"use {names}")
+        return choice
+
+
 def env_var(option: str) -> str:
     return "LOCUST_" + option.upper().replace("-", "_")
 
 
-def add(parser: Any, option: str, **kwargs: Any) -> None:
-    """Declare ``--option`` with its ``LOCUST_*`` environment variable spelled out, as Locust's own options do."""
-    parser.add_argument(f"--{option}", env_var=env_var(option), **kwargs)
+def register(parser: Any, table: Iterable[Option]) -> None:
+    """Declare every option of ``table`` on Locust's parser, each with its ``LOCUST_*`` environment variable spelled
+    out as Locust's own options do, in one argument group per title (in the order the titles first appear)."""
+    groups: dict[str, Any] = {}
+    for option in table:
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        groups[option.group].add_argument(f"--{option.flag}", env_var=option.env_var, **option.argparse_kwargs())
+
+
+def check(options: Any, table: Iterable[Option]) -> dict[str, Any]:
+    """The checked value of every option of ``table``, by flag; raises OptionError for the first bad one, in table
+    order."""
+    return {option.flag: option.value(options) for option in table}
 
 
 def get(options: Any, option: str) -> Any:

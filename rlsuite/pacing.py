@@ -18,23 +18,25 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from rlsuite import options
+from rlsuite.options import Option
 from rlsuite.plan import Plan, Progress
 from rlsuite.targets import Node
 
-
-def add_arguments(parser: Any) -> None:
-    options.add(
-        parser.add_argument_group("Steady and burst traffic"),
+OPTIONS = (
+    Option(
         "max-send-delay",
+        "Steady and burst traffic",
         type=float,
         default=1.0,
+        minimum=0,
         help="A request that could not start within this many seconds of its due time (all users busy) is "
         "dropped and counted, not sent late; 0 = never drop.",
-    )
+    ),
+)
 
 
 def check_options(opts: Any) -> float:
-    return options.number(opts, "max-send-delay", minimum=0)
+    return options.check(opts, OPTIONS)["max-send-delay"]
 
 
 class Slot:

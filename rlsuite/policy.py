@@ -20,98 +20,103 @@ from rlsuite.models import (
     TOKEN_BUCKET,
     Spec,
 )
-from rlsuite.options import OptionError
+from rlsuite.options import Option, OptionError
 from rlsuite.replay import GLOBAL, PER_NODE
 from rlsuite.routes import EVERY_REQUEST, Route
 
 ALGORITHM_CHOICES = (*ALGORITHMS, AUTO)
 
 
-def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Declared limit and verdict")
-    options.add(
-        group,
+GROUP = "Declared limit and verdict"
+OPTIONS = (
+    Option(
         "limit",
+        GROUP,
         type=int,
         default=0,
+        minimum=0,
         help="Requests the cluster should admit per --window and per API key; 0 = no limit declared, no verdict.",
-    )
-    options.add(group, "window", type=float, default=1.0, help="Seconds of the declared limit's window.")
-    options.add(
-        group,
+    ),
+    Option("window", GROUP, type=float, default=1.0, above=0, help="Seconds of the declared limit's window."),
+    Option(
         "limit-algorithm",
+        GROUP,
         type=str,
         default=TOKEN_BUCKET,
         choices=ALGORITHM_CHOICES,
+        aliases=ALIASES,
         help="How the limit is enforced: token-bucket (also GCRA), leaky-bucket (nginx limit_req), fixed-window, "
         "sliding-log (exact sliding window), sliding-window-counter (weighted previous window), or auto (fit "
         "every model and report which one the cluster follows).",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "limit-burst",
+        GROUP,
         type=int,
         default=0,
+        minimum=0,
         help="token-bucket: capacity, requests admitted at once after idling (0 = --limit); leaky-bucket: nginx's "
         "burst (requests queued or passed beyond the rate).",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "window-alignment",
+        GROUP,
         type=str,
         default=ANY,
         choices=ALIGNMENTS,
         help="fixed-window: epoch (windows start at multiples of --window on the limiter's clock), first-request "
         "(a key's window starts at its first request, as Redis INCR+EXPIRE and the limits library do) or any.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "limit-counts-rejected",
+        GROUP,
         default=False,
         action="store_true",
         help="Rejected requests count toward the limit too (HAProxy track-sc before deny): goodput falls under "
         "overload, and that is declared behaviour rather than under-admission.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "limit-delay",
+        GROUP,
         default=False,
         action="store_true",
         help="leaky-bucket: excess requests within the burst are delayed, not answered at once (nginx limit_req "
         "without nodelay).",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "limit-scope",
+        GROUP,
         type=str,
         default=GLOBAL,
         choices=(GLOBAL, PER_NODE),
         help="global: the limit holds across all nodes together; per-node: each node enforces it alone.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "clock-skew",
+        GROUP,
         type=float,
         default=0.01,
+        minimum=0,
         help="Seconds the clocks of the limiter nodes and of the load generators may differ: every decision is "
         "placed anywhere in its request's time in flight widened by this much.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "strict-headers",
+        GROUP,
         default=False,
         action="store_true",
         help="Header findings (429 without Retry-After, malformed RateLimit fields, ...) fail the verdict.",
-    )
-    options.add(group, "verdict-json", type=str, default="", help="Write the verdict as JSON to this file (for CI).")
-    options.add(
-        group,
+    ),
+    Option("verdict-json", GROUP, type=str, default="", help="Write the verdict as JSON to this file (for CI)."),
+    Option(
         "policy-file",
+        GROUP,
         type=str,
         default="",
         help="A TOML file of named policies, each with its match (route, method, key), algorithm, limit, window, "
         "burst, scope and cost: counts, /metrics and the verdict per policy. Instead of --limit and its options.",
-    )
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -145,19 +150,10 @@ class Policy:
 
 def from_options(opts: Any) -> Policy | None:
     """The declared policy, or None when no limit is declared. Every value is checked, used or not."""
-    limit = int(options.number(opts, "limit", minimum=0))
-    window = options.number(opts, "window", above=0)
-    algorithm = ALIASES.get(str(opts.limit_algorithm), str(opts.limit_algorithm))
-    if algorithm not in ALGORITHM_CHOICES:
-        raise OptionError("limit-algorithm", f"is {algorithm!r}", f"use one of {', '.join(ALGORITHM_CHOICES)}")
-    burst = int(options.number(opts, "limit-burst", minimum=0))
-    alignment = str(opts.window_alignment)
-    if alignment not in ALIGNMENTS:
-        raise OptionError("window-alignment", f"is {alignment!r}", f"use one of {', '.join(ALIGNMENTS)}")
-    scope = str(opts.limit_scope)
-    if scope not in (GLOBAL, PER_NODE):
-        raise OptionError("limit-scope", f"is {scope!r}", "use global or per-node")
-    skew = options.number(opts, "clock-skew", minimum=0)
+    values = options.check(opts, OPTIONS)
+    limit, window, burst = int(values["limit"]), values["window"], int(values["limit-burst"])
+    algorithm, alignment, scope = values["limit-algorithm"], values["window-alignment"], values["limit-scope"]
+    skew = values["clock-skew"]
     if skew >= window / 4:
         raise OptionError(
             "clock-skew",

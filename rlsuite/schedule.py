@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlsuite import options
-from rlsuite.options import OptionError
+from rlsuite.options import Option, OptionError
 
 STEADY = "steady"
 BURST = "burst"
@@ -145,28 +145,41 @@ class Schedule:
         return {STEADY: max(until, 0.0) - burst, BURST: burst}
 
 
-def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Steady and burst traffic")
-    options.add(group, "steady-rps", type=float, default=100.0, help="Target requests/s across all nodes and workers.")
-    options.add(
-        group, "burst-multiplier", type=float, default=3.0, help="Burst stages send this many times --steady-rps."
-    )
-    options.add(
-        group,
+GROUP = "Steady and burst traffic"
+OPTIONS = (
+    Option(
+        "steady-rps",
+        GROUP,
+        type=float,
+        default=100.0,
+        above=0,
+        help="Target requests/s across all nodes and workers.",
+    ),
+    Option(
+        "burst-multiplier",
+        GROUP,
+        type=float,
+        default=3.0,
+        minimum=1,
+        help="Burst stages send this many times --steady-rps.",
+    ),
+    Option(
         "burst-every",
+        GROUP,
         type=int,
         default=30,
+        minimum=1,
         help="Seconds from one burst start to the next; the first burst starts this long after the run starts.",
-    )
-    options.add(group, "burst-duration", type=int, default=10, help="Seconds each burst lasts; 0 = no bursts.")
+    ),
+    Option("burst-duration", GROUP, type=int, default=10, minimum=0, help="Seconds each burst lasts; 0 = no bursts."),
+)
 
 
 def from_options(opts: Any) -> Schedule:
     """The schedule the options describe; the run's length is Locust's own --run-time (None = until stopped)."""
-    steady = options.number(opts, "steady-rps", above=0)
-    multiplier = options.number(opts, "burst-multiplier", minimum=1)
-    every = options.number(opts, "burst-every", minimum=1)
-    duration = options.number(opts, "burst-duration", minimum=0)
+    values = options.check(opts, OPTIONS)
+    steady, multiplier = values["steady-rps"], values["burst-multiplier"]
+    every, duration = values["burst-every"], values["burst-duration"]
     for name, value in (("burst-every", every), ("burst-duration", duration)):
         if value != int(value):
             raise OptionError(

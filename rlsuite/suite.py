@@ -28,9 +28,10 @@ from typing import Any
 
 import gevent
 
-from rlsuite import console, exporter, pacing, policy, schedule, targets, webui
+from rlsuite import console, exporter, policy, schedule, targets, webui
 from rlsuite.classify import ERROR, LIMITED, NEVER_SENT, error_kind, outcome_of
 from rlsuite.conductor import REPORT_SECONDS, Conductor, default_users, tune_locust_timers
+from rlsuite.config import add_arguments, check_options
 from rlsuite.csvfiles import CsvFiles
 from rlsuite.headers import HeaderChecker
 from rlsuite.metrics import Status, TotalsCollector, build_registry
@@ -61,25 +62,6 @@ DEFAULT_SPAWN_RATE = 100.0
 def register(events: Any) -> None:
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(_on_init)
-
-
-def add_arguments(parser: Any) -> None:
-    targets.add_arguments(parser)
-    schedule.add_arguments(parser)
-    pacing.add_arguments(parser)
-    policy.add_arguments(parser)
-    exporter.add_arguments(parser)
-    console.add_arguments(parser)
-
-
-def check_options(opts: Any) -> None:
-    """Every option check; raises OptionError with a one-line message."""
-    targets.from_options(opts)
-    schedule.from_options(opts)
-    pacing.check_options(opts)
-    policy.declared(opts)
-    exporter.check_options(opts)
-    console.check_options(opts)
 
 
 def fail_fast(error: OptionError) -> None:

@@ -7,53 +7,55 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rlsuite import options
-from rlsuite.options import OptionError
+from rlsuite.options import Option, OptionError
 
 # The demo cluster's addresses (python -m demolimiter): the suite runs out of the box against it.
 DEMO_NODE_HOSTS = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
 
 
-def add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Rate-limiter targets")
-    options.add(
-        group,
+GROUP = "Rate-limiter targets"
+OPTIONS = (
+    Option(
         "node-hosts",
+        GROUP,
         type=str,
         default=DEMO_NODE_HOSTS,
         help="Comma-separated base URLs of the limiter nodes; requests go to them in round-robin order. "
         "Default: the demo cluster started by `python -m demolimiter`.",
-    )
-    options.add(group, "request-path", type=str, default="/", help="Path requested on every node.")
-    options.add(
-        group,
+    ),
+    Option("request-path", GROUP, type=str, default="/", help="Path requested on every node."),
+    Option(
         "rejection-statuses",
+        GROUP,
         type=str,
         default="429",
         help="Comma-separated statuses that mean 'limited' and count as success (nginx limit_req uses 503).",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "api-keys",
+        GROUP,
         type=str,
         default="",
         help="Comma-separated API keys to send, spread evenly over the requests (each key is its own limit "
         "partition); empty = no key header, one shared partition.",
-    )
-    options.add(
-        group,
+    ),
+    Option(
         "api-key-count",
+        GROUP,
         type=int,
         default=0,
         help="Instead of --api-keys: send this many generated keys (rlsuite-key-1, rlsuite-key-2, ...).",
-    )
-    options.add(group, "api-key-header", type=str, default="X-Api-Key", help="Header that carries the API key.")
-    options.add(
-        group,
+    ),
+    Option("api-key-header", GROUP, type=str, default="X-Api-Key", help="Header that carries the API key."),
+    Option(
         "request-timeout",
+        GROUP,
         type=float,
         default=2.0,
+        above=0,
         help="Seconds to wait for a connection and for each response before counting a timeout failure.",
-    )
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,14 @@ def from_options(opts: Any) -> Targets:
     header = str(opts.api_key_header).strip()
     if not header or not all(c.isalnum() or c in "-_" for c in header):
         raise OptionError("api-key-header", f"is not a header name: {header!r}", "set e.g. --api-key-header X-Api-Key")
+    nodes = parse_nodes(opts.node_hosts)
+    statuses = parse_statuses(opts.rejection_statuses)
+    values = options.check(opts, OPTIONS)
     return Targets(
-        nodes=parse_nodes(opts.node_hosts),
+        nodes=nodes,
         path=path,
-        rejection_statuses=parse_statuses(opts.rejection_statuses),
-        timeout=options.number(opts, "request-timeout", above=0),
-        api_keys=parse_keys(opts.api_keys, int(options.number(opts, "api-key-count"))),
+        rejection_statuses=statuses,
+        timeout=values["request-timeout"],
+        api_keys=parse_keys(opts.api_keys, int(values["api-key-count"])),
         api_key_header=header,
     )

@@ -41,7 +41,7 @@ from rlsuite.conformance.fields import retry_after
 from rlsuite.conformance.grading import INCONCLUSIVE, Result
 from rlsuite.conformance.traffic import DATE, FIELDS, NO_KEY, RETRY_AFTER, Outcome, Phase, Record
 from rlsuite.connections import shared_pool
-from rlsuite.options import OptionError
+from rlsuite.options import Option, OptionError
 from rlsuite.replay import ADMITTED, LIMITED, UNKNOWN, UNSENT
 
 logger = logging.getLogger(__name__)
@@ -55,20 +55,25 @@ CLOCK_SKEW_TOLERANCE = 0.05  # worker clocks closer to the master's than this ar
 USERS_MARGIN = 10
 
 
-def add_arguments(parser: Any) -> None:
-    targets.add_arguments(parser)
-    policy.add_arguments(parser)
-    exporter.add_arguments(parser)
-    group = parser.add_argument_group("Conformance catalogue")
-    options.add(
-        group,
+GROUP = "Conformance catalogue"
+OPTIONS = (
+    *targets.OPTIONS,
+    *policy.OPTIONS,
+    *exporter.OPTIONS,
+    Option(
         "cases",
+        GROUP,
         type=str,
         default="",
         help="Cases to run: comma-separated IDs or prefixes (RLC-1,RLC-3.1); -ID excludes (-RLC-8). Default: all.",
-    )
-    options.add(group, "junit-xml", type=str, default="", help="Write the results as JUnit XML to this file (for CI).")
-    options.add(group, "conformance-json", type=str, default="", help="Write the results as JSON to this file.")
+    ),
+    Option("junit-xml", GROUP, type=str, default="", help="Write the results as JUnit XML to this file (for CI)."),
+    Option("conformance-json", GROUP, type=str, default="", help="Write the results as JSON to this file."),
+)
+
+
+def add_arguments(parser: Any) -> None:
+    options.register(parser, OPTIONS)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@
   under Download Data, and the tab names the page's address.
 - The start form: Locust lists a custom option only when its parser's own ``add_argument`` marked it, which options
   declared in argument groups (all of the suite's) bypass, so this module fills the form's "Custom parameters"
-  itself, in group order, each with its group and help, and checks a submitted form before Locust applies it.
+  itself from the suite's option table (``rlsuite.config.OPTIONS``), in group order, each with its group and help,
+  and checks a submitted form by the same rules before Locust applies it.
 - The header and the start form show the node hosts where Locust shows its host (which the suite does not use:
   requests go to absolute node URLs), and a form whose Host names other nodes is refused.
 - ``write_report()``: the same view added to Locust's ``--html`` report (and to the UI's Download Report).
@@ -29,10 +30,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlsuite.config import OPTIONS, check_options
 from rlsuite.options import OptionError
 from rlsuite.targets import parse_nodes
 from rlsuite.webui import render, view
@@ -53,56 +54,6 @@ SWARM_ENDPOINT = "locust.swarm"
 SNAPSHOT_TTL = 1.0
 
 
-@dataclass(frozen=True)
-class FormOption:
-    dest: str  # parsed_options attribute, and the form field name Locust maps back to it
-    flag: str  # without the leading dashes
-    group: str
-    help: str
-    choices: tuple[str, ...] | None
-
-
-class _Recorder:
-    """Stands in for Locust's parser to learn the suite's options with their groups (argparse keeps groups private)."""
-
-    def __init__(self) -> None:
-        self.options: list[FormOption] = []
-
-    def add_argument_group(self, title: str | None = None, *_: Any, **__: Any) -> _GroupRecorder:
-        return _GroupRecorder(self, title or "")
-
-    def add_argument(self, *flags: str, **kwargs: Any) -> None:
-        _GroupRecorder(self, "").add_argument(*flags, **kwargs)
-
-
-@dataclass
-class _GroupRecorder:
-    recorder: _Recorder
-    title: str
-
-    def add_argument(self, *flags: str, **kwargs: Any) -> None:
-        flag = next(f for f in flags if f.startswith("--")).removeprefix("--")
-        choices = kwargs.get("choices")
-        self.recorder.options.append(
-            FormOption(
-                dest=kwargs.get("dest") or flag.replace("-", "_"),
-                flag=flag,
-                group=self.title,
-                help=kwargs.get("help") or "",
-                choices=tuple(choices) if choices else None,
-            )
-        )
-
-
-def suite_options() -> list[FormOption]:
-    """Every option the suite declares, in declaration order, with its argparse group title."""
-    from rlsuite import suite as suite_module  # not at import: suite imports this module
-
-    recorder = _Recorder()
-    suite_module.add_arguments(recorder)
-    return recorder.options
-
-
 def first_sentence(text: str) -> str:
     """The form shows help on one line, cut at its width: keep the first sentence (the full text is on /rlsuite)."""
     end = text.find(". ")
@@ -117,8 +68,7 @@ def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str,
     the help text in brackets, all in one flat list, so the group travels in the help text and the order keeps
     groups together."""
     fields: dict[str, dict[str, Any]] = {}
-    ours = suite_options()
-    for o in ours:
+    for o in OPTIONS:
         if o.dest in HEADLESS_ONLY:
             continue
         fields[o.dest] = {
@@ -129,7 +79,7 @@ def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str,
             "is_multiple": False,
             "choices": list(o.choices) if o.choices else None,
         }
-    known = {o.dest for o in ours}
+    known = {o.dest for o in OPTIONS}
     # options of other plugins that Locust found itself keep their place, after the suite's
     fields.update({k: v for k, v in locust_extra.items() if k not in known})
     return fields
@@ -138,9 +88,7 @@ def form_fields(opts: Any, locust_extra: dict[str, dict[str, Any]]) -> dict[str,
 def run_options(opts: Any) -> list[tuple[str, Any, str, str]]:
     """Flag, value, group and help of every option that shaped the current or last run (the suite's, and Locust's
     run time and users), as the live page and report list them."""
-    rows = [
-        (o.flag, getattr(opts, o.dest, None), o.group, o.help) for o in suite_options() if o.dest not in HEADLESS_ONLY
-    ]
+    rows = [(o.flag, getattr(opts, o.dest, None), o.group, o.help) for o in OPTIONS if o.dest not in HEADLESS_ONLY]
     rows.append(("run-time", getattr(opts, "run_time", None), "Locust", "Seconds of load; none = until stopped."))
     rows.append(("users", getattr(opts, "num_users", None), "Locust", "Requests in flight at most."))
     return rows
@@ -158,10 +106,8 @@ def cast_like_locust(current: Any, raw: str) -> Any:
 def check_form(opts: Any, form: Any) -> str | None:
     """The message for a start form Locust would accept but the suite would refuse at the start of the run, else
     None: Locust would apply it, start the shape, and the run would end at once with the reason only in the log."""
-    from rlsuite.suite import check_options  # not at import: suite imports this module
-
     trial = argparse.Namespace(**vars(opts))
-    for o in suite_options():
+    for o in OPTIONS:
         if o.dest not in form:
             continue
         raw = form[o.dest]

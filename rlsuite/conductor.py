@@ -31,9 +31,9 @@ from rlsuite import policy as policy_module
 from rlsuite import routes as routes_module
 from rlsuite import schedule as schedule_module
 from rlsuite import targets as targets_module
-from rlsuite.metrics import Status
 from rlsuite.plan import MESSAGE, UNBOUNDED, Ledger, Plan, Progress, progress_from_message
 from rlsuite.replay import Replays
+from rlsuite.status import Status
 from rlsuite.tally import Totals
 from rlsuite.verdict import build_replay
 

@@ -1,15 +1,19 @@
 """What the suite prints: a status line every --stats-interval seconds, and a summary at the end of each run.
 
-Both are pure functions of the run's counts and schedule, so they are tested without running anything.
+``status_line`` and ``summary`` are pure functions of the run's counts and schedule, so they are tested without
+running anything; ``Console`` prints them on the master or standalone process (the suite calls it every second while
+a run goes, and with the end-of-run text from ``rlsuite.report``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rlsuite import options
 from rlsuite.classify import OUTCOMES
 from rlsuite.options import Option
+from rlsuite.plan import Plan
 from rlsuite.rates import stage_rates
 from rlsuite.schedule import MODES, Schedule
 from rlsuite.tally import DROPPED, INTENDED, LATE, SERVICE, RunView
@@ -41,6 +45,46 @@ def status_line(
         f" (requests started {lo:.0f}-{hi:.0f}s)  allowed {allowed}  limited {limited}  error {error}"
         f"  late {run.sent(None, LATE)}  dropped {run.sent(None, DROPPED)}"
     )
+
+
+class Console:
+    """The console output of one process: ``start()`` at each run's start, ``tick()`` every ``step`` seconds while
+    it goes, ``show()`` for the text at its end."""
+
+    def __init__(self) -> None:
+        self.interval = 0.0
+        self.lag = 0.0
+        self._next_line = 0.0
+
+    def start(self, interval: float, lag: float) -> None:
+        """A run starts: a status line every ``interval`` seconds (0 = none) from now, over the complete seconds of
+        counts that are ``lag`` seconds behind."""
+        self.interval, self.lag = interval, lag
+        self._next_line = time.monotonic() + interval
+
+    @property
+    def step(self) -> float:
+        """Seconds between ticks: at most one, so the counts and the verdict are brought up to date every second."""
+        return min(1.0, self.interval) if self.interval > 0 else 1.0
+
+    def tick(self, plan: Plan, run: RunView) -> None:
+        """Print the status line when it is due: rates over the last ``interval`` complete seconds of requests."""
+        interval = self.interval
+        if interval <= 0 or time.monotonic() < self._next_line - 1e-3:
+            return
+        self._next_line += interval
+        now = time.time()
+        hi = int(now - self.lag)
+        lo = max(hi - interval, plan.t0)
+        if hi <= lo:
+            return
+        started = run.started_between(lo, hi)
+        target = (plan.schedule.offered(hi - plan.t0) - plan.schedule.offered(lo - plan.t0)) / (hi - lo)
+        mode = plan.schedule.stage_at(now - plan.t0).mode
+        self.show(status_line(mode, now - plan.t0, target, sum(started) / (hi - lo), run, (lo - plan.t0, hi - plan.t0)))
+
+    def show(self, text: str) -> None:
+        print(text, flush=True)
 
 
 def summary(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,6 +17,7 @@ from rlsuite.classify import ERROR_KINDS, OUTCOMES
 from rlsuite.headers import RULES
 from rlsuite.routes import DEFAULT, UNMATCHED
 from rlsuite.schedule import MODES
+from rlsuite.status import Status
 from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, Totals
 
 # Upper bounds (seconds) of the latency histograms: a loopback limiter answers in well under a millisecond, a remote
@@ -26,17 +25,6 @@ from rlsuite.tally import DROPPED, LATE, LATE_AFTER_SECONDS, Totals
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 PREFIX = "rlsuite"
-
-
-@dataclass
-class Status:
-    """Gauges that describe the run right now (set by the master or standalone process)."""
-
-    mode: str | None = None  # None when no run is going
-    target_rps: float = 0.0
-    running: bool = False
-    run_started: float = 0.0  # wall-clock start (t0) of the current or last run
-    verdict: Any = None  # the latest rlsuite.verdict.Verdict, when a limit is declared
 
 
 class TotalsCollector(Collector):

@@ -1,11 +1,15 @@
 """Wiring the suite into a Locust environment: options, per-role listeners, console and export.
 
-``register(events)`` is all a locustfile calls at import; everything else happens in ``init``, per role:
+``register(events)`` is all a locustfile calls at import (the options of ``rlsuite.config``); everything else happens
+in ``init``, per role (``_init_worker``, ``_init_aggregator`` and then ``_init_master`` or the standalone request
+listener):
 
 - every process that sends requests (standalone or worker) counts them in a ``Tally``;
 - a worker adopts the plans the master sends and ships its tally deltas in ``report_to_master``;
 - the master (or standalone process) validates the options before any user starts, owns the ``Conductor``, merges
-  deltas into ``Totals``, prints the status line and summary, and is the only one serving /metrics.
+  deltas into ``Totals``, is the only one serving /metrics, and every second while a run goes brings the counts and
+  the verdict up to date and lets the ``Console`` print its status line; at the end of a run ``rlsuite.report``
+  makes the summary, the verdict JSON and the exit code.
 """
 
 from __future__ import annotations
@@ -16,25 +20,24 @@ from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunn
 
 import atexit
 import functools
-import json
 import logging
 import math
 import signal
 import sys
 import time
-from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 import gevent
 
-from rlsuite import console, exporter, policy, schedule, targets, webui
+from rlsuite import exporter, policy, report, schedule, targets, webui
+from rlsuite import verdict as verdict_module
 from rlsuite.classify import ERROR, LIMITED, NEVER_SENT, error_kind, outcome_of
 from rlsuite.conductor import REPORT_SECONDS, Conductor, default_users, tune_locust_timers
 from rlsuite.config import add_arguments, check_options
+from rlsuite.console import Console
 from rlsuite.csvfiles import CsvFiles
 from rlsuite.headers import HeaderChecker
-from rlsuite.metrics import Status, TotalsCollector, build_registry
+from rlsuite.metrics import TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN, Plan, progress_to_message
@@ -42,9 +45,10 @@ from rlsuite.replay import ADMITTED, BURST_FLAG, MAX_COST, UNKNOWN, UNSENT, cost
 from rlsuite.replay import LIMITED as LIMITED_CODE
 from rlsuite.routes import ALL, DEFAULT, Router
 from rlsuite.schedule import BURST
+from rlsuite.status import Status
 from rlsuite.tally import DELTA_KEY, Tally, Totals
 from rlsuite.users import CONTEXT_KEY, COST_KEY
-from rlsuite.verdict import PASS, Verdict, combine, evaluate
+from rlsuite.verdict import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +87,11 @@ class Suite:
         self._bad_cost_logged = False
         self.totals = Totals()
         self.status = Status()
+        self.console = Console()  # status lines and the summary (master or standalone)
         self.conductor: Conductor | None = None
         self.exporter: exporter.Exporter | None = None
         self.csv: CsvFiles | None = None  # with --csv: the suite's own CSV files beside Locust's
-        self._printer: gevent.Greenlet | None = None
+        self._ticker: gevent.Greenlet | None = None
         self._summarised_run = 0
         self._run_id = -1  # of the last plan adopted
         self._recorded = 0  # requests drained into reports since the process started (with pacer.taken: in flight)
@@ -289,50 +294,32 @@ class Suite:
             length,
             ", ".join(n.name for n in plan.targets.nodes),
         )
-        self._start_printer()
+        self._start_ticker()
         return True
 
-    def _start_printer(self) -> None:
-        self._stop_printer()
-        interval = float(self.environment.parsed_options.stats_interval)
-        self._printer = gevent.spawn(self._every_second, interval)
+    def _start_ticker(self) -> None:
+        self._stop_ticker()
+        self.console.start(float(self.environment.parsed_options.stats_interval), self.counts_lag)
+        self._ticker = gevent.spawn(self._every_second)
 
-    def _stop_printer(self) -> None:
-        if self._printer is not None:
-            self._printer.kill(block=False)
-            self._printer = None
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.kill(block=False)
+            self._ticker = None
 
-    def _every_second(self, interval: float) -> None:
+    def _every_second(self) -> None:
         """While a run goes: bring the counts and the verdict's replay up to date every second (so memory holds
-        seconds of requests, not the run's), and print the status line every ``interval`` seconds (0 = never)."""
-        lag = self.counts_lag
-        step = min(1.0, interval) if interval > 0 else 1.0
-        next_line = time.monotonic() + interval
+        seconds of requests, not the run's), and let the console print its status line when one is due."""
+        console = self.console
         while True:
-            gevent.sleep(step)
+            gevent.sleep(console.step)
             plan = self.conductor.plan
             if plan is None:
                 continue
             self.sync()
-            self.judge()  # replays what is settled; keeps the verdict gauges in /metrics current
+            self._keep(self.judge())  # replays what is settled; keeps the verdict gauges in /metrics current
             self.write_csv()
-            if interval <= 0 or time.monotonic() < next_line - 1e-3:
-                continue
-            next_line += interval
-            now = time.time()
-            hi = int(now - lag)
-            lo = max(hi - interval, plan.t0)
-            if hi <= lo:
-                continue
-            started = self.totals.run.started_between(lo, hi)
-            target = (plan.schedule.offered(hi - plan.t0) - plan.schedule.offered(lo - plan.t0)) / (hi - lo)
-            mode = plan.schedule.stage_at(now - plan.t0).mode
-            print(
-                console.status_line(
-                    mode, now - plan.t0, target, sum(started) / (hi - lo), self.totals.run, (lo - plan.t0, hi - plan.t0)
-                ),
-                flush=True,
-            )
+            console.tick(plan, self.totals.run)
 
     def summarise(self) -> None:
         """Print the summary of the current run, once."""
@@ -341,41 +328,18 @@ class Suite:
             return
         self._summarised_run = plan.run_id
         self.sync()
-        stats = self.runner.stats.total
-        text = console.summary(
-            self.totals.run,
-            plan.schedule,
-            plan.t0,
-            self.conductor.elapsed(),
-            [n.name for n in plan.targets.nodes],
-            stats.num_requests,
-        )
-        where = f"\nPrometheus metrics: {self.exporter.url}" if self.exporter and self.exporter.url else ""
-        for d in self.conductor.departures:
-            if not d.lost:
-                handed = f": handed back {d.returned} unsent slot(s), sent by the others" if d.returned else ""
-                where += f"\nWorker {d.worker} left (quit) {d.at:g}s into the run{handed}"
-            elif d.back:
-                where += f"\nWorker {d.worker} went missing {d.at:g}s into the run and came back (its counts are in)"
-            else:
-                bound, at = self.conductor.unaccounted(d.worker)
-                since = "from the start of the run" if at is None else f"after its last report, {at:g}s into the run"
-                heard = "" if d.heard is None else f" (last heard {d.heard:g}s)"
-                where += (
-                    f"\nWorker {d.worker} was LOST (no heartbeat) {d.at:g}s into the run{heard}: at most {bound} of "
-                    f"its requests are unaccounted for (the slots it held {since}, and those then in flight)"
-                )
-        verdict = self.judge(final=True)
+        verdict = self._keep(self.judge(final=True))
         self.write_csv(final=True)
-        if verdict is not None:
-            where += "\n\n" + verdict.render()
-            path = str(self.environment.parsed_options.verdict_json)
-            if path:
-                write_json(path, verdict.to_json())
-                where += f"\nVerdict JSON: {path}"
-        elif not self.conductor.policies:
-            where += "\nNo limit declared (--limit or --policy-file): no verdict."
-        print(f"\n{text}{where}\n", flush=True)
+        self.console.show(
+            report.summary(
+                self.totals.run,
+                self.conductor,
+                self.runner.stats.total.num_requests,
+                self.exporter.url if self.exporter else None,
+                verdict,
+                str(self.environment.parsed_options.verdict_json),
+            )
+        )
 
     def settled_elapsed(self) -> float:
         """Seconds of the run whose counts are all in: while it runs, up to ``counts_lag`` ago; after it, all."""
@@ -407,45 +371,35 @@ class Suite:
         return REPORT_LAG_SECONDS if self.is_master else OWN_LAG_SECONDS
 
     def judge(self, final: bool = False) -> Verdict | None:
-        """The verdict on the current run so far (None without a declared limit); also shown in /metrics.
-        ``final``: every request of the run is in (the summary), so the replay runs to the end."""
+        """The verdict on the current run so far (None without a declared limit). ``final``: every request of the
+        run is in (the summary), so the replay runs to the end."""
         conductor = self.conductor
         if conductor is None or not conductor.policies or conductor.plan is None:
             return None
         plan = conductor.plan
         run = self.totals.run
-        if run.replay is None or run.run_id != plan.run_id:
+        if run.run_id != plan.run_id:
             return None
-        if final:
-            run.replay.finish()
-        else:
-            run.replay.advance(time.time() - self.replay_horizon())
-        policies = conductor.policies
-        nodes = [n.name for n in plan.targets.nodes]
-        elapsed, lost = self.settled_elapsed(), conductor.lost_workers()
-        keys = plan.targets.api_keys or ("",)
-        verdicts = [
-            evaluate(
-                policy,
-                run,
-                replay,
-                plan.schedule,
-                plan.t0,
-                elapsed,
-                nodes,
-                partitions_of(policy, keys),
-                lost,
-                # one policy that takes every request is judged on all of them, as the single-policy flags say
-                alone=len(policies) == 1 and policy.route.matches_all,
-            )
-            for policy, replay in zip(policies, run.replay.replays, strict=True)
-        ]
-        verdict = verdicts[0] if len(verdicts) == 1 else combine(verdicts)
-        self.status.verdict = verdict
+        return verdict_module.judge(
+            run,
+            conductor.policies,
+            plan.schedule,
+            plan.t0,
+            self.settled_elapsed(),
+            [n.name for n in plan.targets.nodes],
+            plan.targets.api_keys,
+            conductor.lost_workers(),
+            None if final else time.time() - self.replay_horizon(),
+        )
+
+    def _keep(self, verdict: Verdict | None) -> Verdict | None:
+        """Keep a verdict for /metrics and the exit code (none judged: the last one stays)."""
+        if verdict is not None:
+            self.status.verdict = verdict
         return verdict
 
     def on_test_stop(self, **_: Any) -> None:
-        self._stop_printer()  # (the pacer was already cleared when the stop began: test_stopping)
+        self._stop_ticker()  # (the pacer was already cleared when the stop began: test_stopping)
         if self.conductor is not None:
             self.conductor.end()
         if self.environment.parsed_options.headless:
@@ -459,34 +413,16 @@ class Suite:
             # SIGTERM/SIGINT: Locust fires `quitting` before it stops the runner; stop first, so the workers'
             # final reports are merged before the summary and the last scrape.
             runner.quit()
-        self._stop_printer()
+        self._stop_ticker()
         self.summarise()
         if getattr(environment.parsed_options, "html_file", None):
             # Locust wrote --html before firing `quitting`; add the rate-limiter view with the final counts
             webui.write_report(self, environment.parsed_options.html_file)
-        verdict = self.status.verdict
-        if verdict is not None and verdict.result != PASS:
-            # 3: the cluster did not honour its limit; 4: the run could not tell. Locust's own 1 (failures) and
-            # 2 (bad input) stay as they are when the verdict passed.
-            environment.process_exit_code = verdict.exit_code
+        code = report.exit_code(self.status.verdict)
+        if code is not None:
+            environment.process_exit_code = code
         if self.exporter is not None:
-            linger = float(environment.parsed_options.metrics_linger)
-            if linger > 0 and self.exporter.url:
-                logger.info("rlsuite: waiting up to %gs for a last scrape of %s", linger, self.exporter.url)
-                scraped = self.exporter.linger(linger)
-                logger.info("rlsuite: %s", "final counts scraped" if scraped else "no scrape came; exiting")
-            self.exporter.stop()
-
-
-def partitions_of(policy: Any, keys: tuple[str, ...]) -> int:
-    """How many limit partitions (API keys) the load of ``policy`` is spread over."""
-    return max(1, sum(1 for k in keys if fnmatchcase(k, policy.route.key or "*")))
-
-
-def write_json(path: str, data: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=2) + "\n")
+            report.last_scrape(self.exporter, float(environment.parsed_options.metrics_linger))
 
 
 def _explain_missing_workers(runner: Any, opts: Any) -> None:
@@ -538,22 +474,40 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     suite = Suite(environment)
     environment.rlsuite = suite
     events = environment.events
-    opts = environment.parsed_options
     # Stop handing out slots as soon as a stop begins: Locust lets stopped users finish their task.
     events.test_stopping.add_listener(lambda **_: suite.pacer.clear())
     if isinstance(runner, WorkerRunner):
-        # Workers know only the CLI defaults until a run starts: they take everything from the master's plan.
-        tune_locust_timers(runner)  # heartbeats every 0.25 s, reports every 1 s (see rlsuite.conductor)
-        _cache_locust_default_args()
-        runner.register_message(MESSAGE, suite.on_plan_message)
-        # A worker connects to the master before `init` runs, so a plan sent in between finds no handler and is
-        # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
-        runner.send_message(READY)
-        events.request.add_listener(suite.on_request)
-        events.report_to_master.add_listener(suite.on_report_to_master)
-        events.quitting.add_listener(suite.on_worker_quitting)
+        _init_worker(suite, runner)
         return
+    _init_aggregator(suite, runner, web_ui)
+    if isinstance(runner, MasterRunner):
+        _init_master(suite, runner)
+    else:
+        events.request.add_listener(suite.on_request)  # standalone: it sends and counts its own requests
+    events.test_stop.add_listener(suite.on_test_stop)
+    events.quitting.add_listener(suite.on_quitting)
 
+
+def _init_worker(suite: Suite, runner: Any) -> None:
+    """A worker sends and counts the slots the master grants it. It knows only the CLI defaults until a run starts:
+    it takes everything from the master's plan."""
+    events = suite.environment.events
+    tune_locust_timers(runner)  # heartbeats every 0.25 s, reports every 1 s (see rlsuite.conductor)
+    _cache_locust_default_args()
+    runner.register_message(MESSAGE, suite.on_plan_message)
+    # A worker connects to the master before `init` runs, so a plan sent in between finds no handler and is
+    # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
+    runner.send_message(READY)
+    events.request.add_listener(suite.on_request)
+    events.report_to_master.add_listener(suite.on_report_to_master)
+    events.quitting.add_listener(suite.on_worker_quitting)
+
+
+def _init_aggregator(suite: Suite, runner: Any, web_ui: Any) -> None:
+    """The master or standalone process: checks the options before any user starts, owns the run (conductor) and
+    the totals, and is the only one serving /metrics."""
+    environment = suite.environment
+    opts = environment.parsed_options
     try:
         check_options(opts)
     except OptionError as e:
@@ -583,15 +537,15 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         # Stopping the runner ends the shape run; Locust then shuts down as usual (quitting: summary, export).
         gevent.signal_handler(signal.SIGTERM, lambda: _stop_on_sigterm(runner))
 
-    if isinstance(runner, MasterRunner):
-        tune_locust_timers(runner)  # heartbeats every 0.25 s, a worker missing after 1.75-2 s (rlsuite.conductor)
-        events.worker_report.add_listener(suite.on_worker_report)
-        events.heartbeat_sent.add_listener(lambda client_id, **_: suite.conductor.heard(client_id))
-        runner.register_message(READY, lambda environment, msg, **_: suite.conductor.resend(msg.node_id))
-        runner.register_message(RETURN, lambda environment, msg, **_: suite.conductor.hand_back(msg.node_id, msg.data))
-        if getattr(opts, "headless", False):
-            atexit.register(_explain_missing_workers, runner, opts)
-    else:
-        events.request.add_listener(suite.on_request)
-    events.test_stop.add_listener(suite.on_test_stop)
-    events.quitting.add_listener(suite.on_quitting)
+
+def _init_master(suite: Suite, runner: Any) -> None:
+    """The master leases slots to its workers and merges their counts."""
+    events = suite.environment.events
+    opts = suite.environment.parsed_options
+    tune_locust_timers(runner)  # heartbeats every 0.25 s, a worker missing after 1.75-2 s (rlsuite.conductor)
+    events.worker_report.add_listener(suite.on_worker_report)
+    events.heartbeat_sent.add_listener(lambda client_id, **_: suite.conductor.heard(client_id))
+    runner.register_message(READY, lambda environment, msg, **_: suite.conductor.resend(msg.node_id))
+    runner.register_message(RETURN, lambda environment, msg, **_: suite.conductor.hand_back(msg.node_id, msg.data))
+    if getattr(opts, "headless", False):
+        atexit.register(_explain_missing_workers, runner, opts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
@@ -182,6 +183,51 @@ def combine(verdicts: list[Verdict]) -> Verdict:
     out.availability, out.outages, out.findings = first.availability, first.outages, first.findings
     out.examples, out.advertised = first.examples, first.advertised
     return out
+
+
+def judge(
+    run: RunView,
+    policies: list[Policy],
+    schedule: Schedule,
+    t0: float,
+    elapsed: float,
+    nodes: list[str],
+    keys: tuple[str, ...],
+    incidents: list[str] | None,
+    until: float | None,
+) -> Verdict | None:
+    """The verdict on ``run`` under the declared ``policies`` (one per replay of ``run.replay``, in order), None
+    without a replay. The replay first takes every request that started before ``until``, or all of them (None: the
+    run is over and every request is in); ``elapsed``: seconds of the run whose counts are all in."""
+    if run.replay is None:
+        return None
+    if until is None:
+        run.replay.finish()
+    else:
+        run.replay.advance(until)
+    keys = keys or ("",)
+    verdicts = [
+        evaluate(
+            policy,
+            run,
+            replay,
+            schedule,
+            t0,
+            elapsed,
+            nodes,
+            partitions_of(policy, keys),
+            incidents,
+            # one policy that takes every request is judged on all of them, as the single-policy flags say
+            alone=len(policies) == 1 and policy.route.matches_all,
+        )
+        for policy, replay in zip(policies, run.replay.replays, strict=True)
+    ]
+    return verdicts[0] if len(verdicts) == 1 else combine(verdicts)
+
+
+def partitions_of(policy: Policy, keys: tuple[str, ...]) -> int:
+    """How many limit partitions (API keys) the load of ``policy`` is spread over."""
+    return max(1, sum(1 for k in keys if fnmatchcase(k, policy.route.key or "*")))
 
 
 def build_replay(policy: Policy, nodes: int, t0: float) -> Replay:

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from rlsuite import suite
 from rlsuite.conductor import LEASE_SECONDS, Conductor
-from rlsuite.metrics import Status
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, Plan, progress_to_message
+from rlsuite.status import Status
 from rlsuite.tally import Totals
 
 STEP = 0.05  # seconds of simulated time per step

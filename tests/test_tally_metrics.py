@@ -1,6 +1,7 @@
 import pytest
 
-from rlsuite.metrics import Status, TotalsCollector, build_registry
+from rlsuite.metrics import TotalsCollector, build_registry
+from rlsuite.status import Status
 from rlsuite.tally import Tally, Totals
 
 NODES = ["127.0.0.1:1", "127.0.0.1:2"]

@@ -159,8 +159,8 @@ class Suite:
             slot.node_index,
         )
 
-    def _on_dropped(self, mode: str) -> None:
-        self.tally.dropped(mode)
+    def _on_dropped(self, mode: str, slots: range) -> None:
+        self.tally.dropped(mode, len(slots))
 
     def _on_plan_adopted(self, plan: Plan) -> None:
         self._run_id = plan.run_id

@@ -67,9 +67,9 @@ class Tally:
         self.advertised: set[str] = set()  # what the target said its policy was
         self.sends: dict[tuple[str, str], int] = {}  # (mode, late|dropped) -> count
 
-    def dropped(self, mode: str) -> None:
+    def dropped(self, mode: str, count: int = 1) -> None:
         key = (mode, DROPPED)
-        self.sends[key] = self.sends.get(key, 0) + 1
+        self.sends[key] = self.sends.get(key, 0) + count
 
     def found(self, rule: str, node: str, example: str) -> None:
         key = (rule, node)

@@ -27,6 +27,7 @@ from rlsuite.targets import Node
 # users (at 4,000/s, four), as Locust's own paced users wake in groups; no slot is ever sent earlier than its due time
 # minus this, and the spacing of whole seconds (and the late count, 10 ms) does not change.
 BATCH_SECONDS = 0.001
+SCAN_SLOTS = 4  # late slots looked at one by one before the first that is not is found from the arithmetic
 
 
 def add_arguments(parser: Any) -> None:
@@ -212,22 +213,26 @@ class Pacer:
                 number, grant = self._peek()
                 if grant is None:
                     return None
-                due = plan.schedule.slot(number)
-                if due is None:
+                place = plan.schedule.place(number)
+                if place is None:
                     return None
-                elapsed, mode = due
+                elapsed, mode, stage = place
                 at = plan.t0 + elapsed
                 now = clock()
                 delay = at - now
-                if delay > batch:
-                    self._sleep(delay)  # until it is due: the slots due within ``batch`` after it go out with it
-                    continue  # look again: the plan may have changed meanwhile
                 if plan.max_delay and -delay > plan.max_delay:
                     # Every user was busy for longer than --max-send-delay: sending now would put this request in
                     # another second (or stage) than planned, so it is dropped and counted, as k6 drops iterations;
                     # with it every slot of its grant that is as late, in one step.
-                    self._drop_late(plan, grant, number, now)
-                    continue
+                    number, place = self._drop_late(plan, grant, number, mode, stage, now)
+                    if place is None or len(self._grants) > 1:
+                        continue  # the next slot of all grants
+                    elapsed, mode, _ = place  # the next slot of the one grant, late by less
+                    at = plan.t0 + elapsed
+                    delay = at - now
+                if delay > batch:
+                    self._sleep(delay)  # until it is due: the slots due within ``batch`` after it go out with it
+                    continue  # look again: the plan may have changed meanwhile
                 grant[4] = number + 1
                 self.last = number
                 self.taken += 1
@@ -238,43 +243,54 @@ class Pacer:
                 headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
                 return Slot(number, at, mode, node, targets.url(node), key, headers, index)
 
-    def _drop_late(self, plan: Plan, grant: list[int], number: int, now: float) -> None:
-        """Drop slot ``number`` of ``grant`` and every later one of it that is more than --max-send-delay late at
-        ``now`` (exactly those: each is judged as ``next_slot`` judges one), counted per mode. At overload this runs
-        once per slot sent, not once per slot dropped: the first slot late by less is found from the schedule's
-        arithmetic and checked slot by slot at its edge only."""
+    def _drop_late(
+        self, plan: Plan, grant: list[int], number: int, mode: str, stage: int, now: float
+    ) -> tuple[int, tuple[float, str, int] | None]:
+        """Drop slot ``number`` of ``grant`` (of ``mode``, in stage ``stage``) and every later one of it that is
+        more than --max-send-delay late at ``now`` (exactly those: each is judged as ``next_slot`` judges one),
+        counted per mode, in one step: at overload this runs once per slot sent, not once per slot dropped. The first
+        slot late by less is looked for among the next few, else found from the schedule's arithmetic and checked at
+        its edge. Returns it, with its place in the schedule (None when it is beyond the grant or the run)."""
         schedule, t0, limit, step = plan.schedule, plan.t0, plan.max_delay, grant[3]
+        place = schedule.place
         end = grant[1]
-        total = schedule.total_slots
-        if total is not None:
-            end = min(end, total)
-
-        def late(g: int) -> bool:
-            due = schedule.slot(g) if g < end else None
-            return due is not None and now - (t0 + due[0]) > limit
-
-        # the first slot due at or after now - limit, as a slot of this grant after ``number`` (which is late)
-        guess = schedule.first_slot_at(now - limit - t0)
-        g = number + step * max(1, -((number - guess) // step))
-        while late(g):
+        g = number + step
+        for _ in range(SCAN_SLOTS):
+            p = place(g) if g < end else None
+            if p is None or now - (t0 + p[0]) <= limit:
+                break
             g += step
-        while g - step > number and not late(g - step):
-            g -= step
+        else:  # many: from the first slot due at or after now - limit (which is late by at most limit)
+            guess = schedule.first_slot_at(now - limit - t0)
+            g = max(g, number + step * -((number - guess) // step))
+            while True:  # forward while late
+                p = place(g) if g < end else None
+                if p is None or now - (t0 + p[0]) <= limit:
+                    break
+                g += step
+            while True:  # back while the one before is not late or beyond the grant (``number`` is late)
+                before = place(g - step) if g - step < end else None
+                if before is not None and now - (t0 + before[0]) > limit:
+                    break
+                g -= step
+                p = before
         grant[4] = g
         self.last = g - step
         # per mode: the stage index never decreases, so the dropped slots fall in runs of one stage each
         lo = number
-        while lo < g:
-            _, mode, stage = schedule.place(lo)
+        while True:
             hi = g
-            if schedule.place(g - step)[2] != stage:
-                a, b = 0, (g - lo) // step - 1  # stage(lo + a * step) == stage, stage(lo + b * step) is later
+            if g - step != lo and place(g - step)[2] != stage:
+                a, b = 0, (g - lo) // step - 1  # the stage of lo + a * step is ``stage``, of lo + b * step later
                 while b - a > 1:
                     m = (a + b) // 2
-                    if schedule.place(lo + m * step)[2] == stage:
+                    if place(lo + m * step)[2] == stage:
                         a = m
                     else:
                         b = m
                 hi = lo + b * step
             self._on_drop(mode, range(lo, hi, step))
+            if hi == g:
+                return g, p
             lo = hi
+            _, mode, stage = place(lo)

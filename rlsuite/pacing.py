@@ -25,7 +25,8 @@ from rlsuite.targets import Node
 
 # Slots due within this long of the one a wake-up is for go out with it: one wake-up of the process serves several
 # users (at 4,000/s, four), as Locust's own paced users wake in groups; no slot is ever sent earlier than its due time
-# minus this, and the spacing of whole seconds (and the late count, 10 ms) does not change.
+# minus this, nor in the wall-clock second before its own, so the rate of every second (and the late count, 10 ms) is
+# what it was.
 BATCH_SECONDS = 0.001
 SCAN_SLOTS = 4  # late slots looked at one by one before the first that is not is found from the arithmetic
 
@@ -230,8 +231,10 @@ class Pacer:
                     elapsed, mode, _ = place  # the next slot of the one grant, late by less
                     at = plan.t0 + elapsed
                     delay = at - now
-                if delay > batch:
-                    self._sleep(delay)  # until it is due: the slots due within ``batch`` after it go out with it
+                if delay > batch or (delay > 0 and int(at) != int(now)):
+                    # until it is due: the slots due within ``batch`` after it go out with it, but never in the
+                    # second before their own (requests are counted by start second: the rate of every second stays)
+                    self._sleep(delay)
                     continue  # look again: the plan may have changed meanwhile
                 grant[4] = number + 1
                 self.last = number

@@ -233,7 +233,7 @@ def reference_run(p: Plan, start: float, stalls: list[float], batch: float) -> t
                 return sent, dropped
             at = p.t0 + due[0]
             delay = at - now
-            if delay > batch:
+            if delay > batch or (delay > 0 and int(at) != int(now)):
                 now += delay
                 continue
             grant[4] = number + 1
@@ -302,6 +302,18 @@ def test_slots_due_within_the_batch_window_go_out_with_one_wake_up_never_earlier
     # 4,000/s in 1 ms windows: 4 or 5 slots per wake-up (0, .25, .5, .75 and 1.0 ms after it, as rounding has it)
     assert 400 <= len(wake_ups) <= 500
     assert [s.due for s in slots[:3]] == [1000.0, 1000.00025, 1000.0005]  # the due times are the schedule's
+    assert all(int(s.due) == 1000 for s in slots)  # (the run is the second 1000-1001)
+
+
+def test_no_slot_goes_out_in_the_second_before_its_own():
+    """Requests are counted by start second: a slot due at a whole second waits for it, however close."""
+    t = FakeTime(1000.9995)
+    pacer = Pacer(t.clock, t.sleep, batch=0.001)
+    pacer.apply(
+        dataclasses.replace(plan(grants=[share(0, 1, start=20)]), schedule=Schedule(10, 1, 3, 0, run_time=5), t0=999.0)
+    )
+    first = pacer.next_slot()  # slot 20 is due at 1001.0, 0.5 ms away but in the next second
+    assert first.number == 20 and t.now == 1001.0
 
 
 def test_a_change_of_plan_wakes_the_user_waiting_for_the_next_slot():

@@ -432,8 +432,8 @@ def render(r: Results, command: str) -> str:
     if "nodrop" in ov and "plain" in ov:
         out.append(
             f"- suite with --max-send-delay 0 / plain: {_ratio(ov['nodrop'], ov['plain'])} in requests/s, "
-            f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second: the difference to the default is the cost of "
-            "dropping the slots that are more than 1 s late (Pacer.next_slot)."
+            f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second (every slot sent, however late; the "
+            "default drops those more than 1 s late, in Pacer.next_slot)."
         )
     out += [
         "",
@@ -470,6 +470,19 @@ def render(r: Results, command: str) -> str:
         ],
         rows,
     )
+    if r.cpu:  # (section 2 ran)
+        out += render_cpu(r, share)
+
+    if r.accuracy:
+        out += ["", *render_accuracy(r, share)]
+    if r.notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
+    return "\n".join(out) + "\n"
+
+
+def render_cpu(r: Results, share: dict[str, float]) -> list[str]:
+    s = r.settings
+    out: list[str] = []
     out += [
         "",
         "## 2. CPU per request at a fixed rate",
@@ -498,11 +511,7 @@ def render(r: Results, command: str) -> str:
         out.append(f"- baseline suite / paced plain: {_ratio(cpu['baseline'], cpu['paced'])}.")
     if "baseline" in cpu and "suite" in cpu:
         out.append(f"- suite / baseline suite: {_ratio(cpu['suite'], cpu['baseline'])}.")
-    if r.accuracy:
-        out += ["", *render_accuracy(r, share)]
-    if r.notes:
-        out += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _worst(run: dict[str, Any], key: str) -> float:

@@ -10,13 +10,17 @@ timeout, and CPU per request at a fixed rate; the suite side by side with plain 
 2. CPU per request at a fixed rate: the suite at `--steady-rps 4000 --burst-duration 0` (defaults) vs a plain
    FastHttpUser paced by Locust's `constant_throughput` (100 users x 40/s, bench/paced_locustfile.py): CPU seconds
    of the generator process over the measured seconds / requests Locust counted in them.
+3. Rate accuracy near one core's max: the suite's peak (burst) rate at 50%, 70% and 90% of its own max on one core
+   (section 1's median with the default options), steady at a third of it, bursts of 3 s every 6 s for 15 s,
+   everything else default; the achieved rate of every stage (by request start time, as the suite prints it) against
+   its target, and the late and dropped sends.
 
 Runs alternate (each repetition runs every generator once, in rotated order); figures are medians with min/max and
 the number of runs. With ``--baseline-root DIR`` a second copy of the suite (e.g. the last commit, from
 ``git archive HEAD | tar -x -C DIR``) runs beside the one measured (this checkout, or ``--suite-root DIR``) in both
 sections, so before/after ratios come out of the same run.
 
-    python bench/overload.py                          # about 8 minutes; prints the report, writes bench/OVERLOAD.md
+    python bench/overload.py                          # about 13 minutes; prints the report, writes bench/OVERLOAD.md
     python bench/overload.py --baseline-root /tmp/base
     python bench/overload.py --smoke --out /tmp/O.md  # a few seconds per run: the figures come out
 
@@ -63,6 +67,10 @@ MAX_SEND_DELAY = 1.0  # the default
 
 GOAL_OVERLOAD = 0.97  # suite / plain FastHttpUser requests/s per core at overload, default options
 GOAL_CPU = 1.05  # suite / paced plain FastHttpUser CPU per request at 4,000/s
+GOAL_ACCURACY = 0.01  # every stage's achieved rate within this share of its target, up to 90% of one core's max
+ACCURACY_LEVELS = (0.5, 0.7, 0.9)  # peak rate / the suite's max on one core (section 1)
+ACCURACY_MULTIPLIER = 3.0  # the default --burst-multiplier
+ACCURACY_SHAPE = ("--burst-multiplier", f"{ACCURACY_MULTIPLIER:g}", "--burst-every", "6", "--burst-duration", "3")
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,12 @@ class Settings:
     fixed_seconds: int
     warmup: int  # whole seconds left out at the start of each measured window
     smoke: bool
+    accuracy_seconds: int = 15  # two steady and two burst stages (ACCURACY_SHAPE)
 
 
 def settings(ns: argparse.Namespace) -> Settings:
     if ns.smoke:
-        return Settings(ns.reps or 1, 4, 5, 1, True)
+        return Settings(ns.reps or 1, 4, 5, 1, True, 9)
     return Settings(ns.reps or 5, ns.seconds or 10, 15, 2, False)
 
 
@@ -153,8 +162,11 @@ def run_sampled(files: list[Path], args: list[str], pin: list[str], tmp: Path, t
     return Sampled(json.loads(out.read_text()), output, cpu)
 
 
-def suite_args(urls: list[str], seconds: int, rps: float) -> list[str]:
-    """The suite with its defaults for everything that shapes the load; only its output is quietened."""
+def suite_args(
+    urls: list[str], seconds: int, rps: float, shape: tuple[str, ...] = ("--burst-duration", "0")
+) -> list[str]:
+    """The suite with its defaults for everything that shapes the load but the rate (and ``shape``: steady only,
+    unless given); only its output is quietened."""
     return [
         "-t",
         f"{seconds}s",
@@ -162,8 +174,7 @@ def suite_args(urls: list[str], seconds: int, rps: float) -> list[str]:
         ",".join(urls),
         "--steady-rps",
         f"{rps:g}",
-        "--burst-duration",
-        "0",
+        *shape,
         "--metrics-port",
         "0",
         "--metrics-linger",
@@ -205,6 +216,9 @@ class Results:
     latency: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # suite generator -> per run figures
     cpu: dict[str, Series] = field(default_factory=dict)  # generator -> CPU microseconds per request
     cpu_rate: dict[str, Series] = field(default_factory=dict)  # generator -> requests/s in the window
+    max_rps: float = 0.0  # section 3's reference: the suite's max on one core
+    max_from: str = ""
+    accuracy: dict[tuple[str, float], list[dict[str, Any]]] = field(default_factory=dict)  # (suite, level) -> runs
     background: dict[str, bench_run.Background] = field(default_factory=dict)
     gate: bench_run.QuietGate = field(default_factory=lambda: bench_run.QuietGate(0.0, 0.0))
     notes: list[str] = field(default_factory=list)
@@ -287,6 +301,45 @@ def cpu_per_request(r: Results, s: Settings, urls: list[str], pin: list[str], tm
     if r.baseline:
         steps.insert(1, ("baseline", suite("baseline", r.baseline)))
     _alternate(r, s, "cpu", steps)
+
+
+def accuracy(r: Results, s: Settings, urls: list[str], pin: list[str], tmp: Path) -> None:
+    """Section 3: every level (and suite) once per repetition, in rotated order."""
+    if "suite" in r.overload and r.overload["suite"].ok:
+        r.max_rps, r.max_from = r.overload["suite"].median, "section 1's median, default options"
+    else:
+        rates = Series()
+        for _ in range(1 if s.smoke else 3):
+            r.gate.wait()
+            res = run_sampled(suite_files(r.suite), suite_args(urls, s.overload_seconds, OVERLOAD_RPS), pin, tmp, 120)
+            lo, hi = suite_window(res, s.overload_seconds, s.warmup)
+            rates.add(rate(res.per_sec("suite"), lo, hi))
+        r.max_rps, r.max_from = rates.median, f"median of {len(rates.values)} overload run(s) as in section 1"
+
+    def level_run(name: str, root: Path, level: float) -> Any:
+        def go() -> None:
+            peak = r.max_rps * level
+            args = suite_args(urls, s.accuracy_seconds, peak / ACCURACY_MULTIPLIER, ACCURACY_SHAPE)
+            res = run_sampled(suite_files(root), args, pin, tmp, 120)
+            p = res.probe
+            r.accuracy.setdefault((name, level), []).append(
+                {
+                    "stages": p.get("stages", []),
+                    "late": sum(n for k, n in p["sends"].items() if k.endswith("late")),
+                    "dropped": sum(n for k, n in p["sends"].items() if k.endswith("dropped")),
+                    "errors": sum(p["errors"].values()),
+                    "requests": p["suite_requests"],
+                }
+            )
+
+        return go
+
+    steps = []
+    for level in ACCURACY_LEVELS:
+        steps.append((f"suite {level:.0%}", level_run("suite", r.suite, level)))
+        if r.baseline:
+            steps.append((f"baseline {level:.0%}", level_run("baseline", r.baseline, level)))
+    _alternate(r, s, "accuracy", steps)
 
 
 def _alternate(r: Results, s: Settings, section: str, steps: list[tuple[str, Any]]) -> None:
@@ -379,8 +432,8 @@ def render(r: Results, command: str) -> str:
     if "nodrop" in ov and "plain" in ov:
         out.append(
             f"- suite with --max-send-delay 0 / plain: {_ratio(ov['nodrop'], ov['plain'])} in requests/s, "
-            f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second: the difference to the default is the cost of "
-            "dropping the slots that are more than 1 s late (Pacer.next_slot)."
+            f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second (every slot sent, however late; the "
+            "default drops those more than 1 s late, in Pacer.next_slot)."
         )
     out += [
         "",
@@ -417,6 +470,19 @@ def render(r: Results, command: str) -> str:
         ],
         rows,
     )
+    if r.cpu:  # (section 2 ran)
+        out += render_cpu(r, share)
+
+    if r.accuracy:
+        out += ["", *render_accuracy(r, share)]
+    if r.notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
+    return "\n".join(out) + "\n"
+
+
+def render_cpu(r: Results, share: dict[str, float]) -> list[str]:
+    s = r.settings
+    out: list[str] = []
     out += [
         "",
         "## 2. CPU per request at a fixed rate",
@@ -445,9 +511,86 @@ def render(r: Results, command: str) -> str:
         out.append(f"- baseline suite / paced plain: {_ratio(cpu['baseline'], cpu['paced'])}.")
     if "baseline" in cpu and "suite" in cpu:
         out.append(f"- suite / baseline suite: {_ratio(cpu['suite'], cpu['baseline'])}.")
-    if r.notes:
-        out += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
-    return "\n".join(out) + "\n"
+    return out
+
+
+def _worst(run: dict[str, Any], key: str) -> float:
+    """The largest |achieved/target - 1| over the run's stages (``key``: achieved or settled)."""
+    offs = [abs(st[key] / st["rps"] - 1) for st in run["stages"] if st[key] is not None]
+    return max(offs) if offs else float("nan")
+
+
+def render_accuracy(r: Results, share: dict[str, float]) -> list[str]:
+    s = r.settings
+    out = [
+        "## 3. Rate accuracy near one core's max",
+        "",
+        f"x = the suite's max on one core: {bench_run.rps(r.max_rps)} req/s ({r.max_from}). Per level: peak (burst) "
+        f"rate = level x x, `--steady-rps <peak / {ACCURACY_MULTIPLIER:g}> {' '.join(ACCURACY_SHAPE)} "
+        f"-t {s.accuracy_seconds}s`, everything else default (-u from the formula, --max-send-delay 1; output "
+        "quietened as in 1); generator pinned to CPU 0. Stages 0 and 2 steady, 1 and 3 burst; achieved rates are the "
+        "suite's own, by request start second (`rlsuite.rates.stage_rates`, the numbers behind its `Stage rates` "
+        "line): *whole stage* as the suite prints it, *after 1st s* leaving each stage's first second out. *Worst "
+        "stage* is the largest |achieved/target - 1| of a run's stages.",
+        "",
+    ]
+    rows, detail, goal = [], [], []
+    for (name, level), runs in r.accuracy.items():
+        whole = [st["achieved"] / st["rps"] for run in runs for st in run["stages"]]
+        settled = [st["settled"] / st["rps"] for run in runs for st in run["stages"] if st["settled"] is not None]
+        spread = [st["spread"] for run in runs for st in run["stages"] if st["spread"] is not None]
+        worst = [_worst(run, "achieved") for run in runs]
+        steady = r.max_rps * level / ACCURACY_MULTIPLIER
+        within = sum(w <= GOAL_ACCURACY for w in worst)
+        rows.append(
+            [
+                "suite" if name == "suite" else "baseline suite",
+                f"{level:.0%}",
+                f"{bench_run.rps(steady)} / {bench_run.rps(steady * ACCURACY_MULTIPLIER)}",
+                f"{min(whole):.4f} - {max(whole):.4f}" if whole else "-",
+                f"{min(settled):.4f} - {max(settled):.4f}" if settled else "-",
+                f"{100 * statistics.median(worst):.2f}% ({100 * max(worst):.2f}%)",
+                f"{100 * max(spread):.2f}%" if spread else "-",
+                f"{statistics.median(run['late'] for run in runs):,.0f}",
+                f"{statistics.median(run['dropped'] for run in runs):,.0f}",
+                str(sum(run["errors"] for run in runs)),
+                f"{within} of {len(runs)}",
+                f"{share.get(f'accuracy {name} {level:.0%}', 0.0):.0%}",
+            ]
+        )
+        if name == "suite":
+            goal.append((level, within, len(runs)))
+        for i, run in enumerate(runs, 1):
+            stages = "; ".join(
+                f"{st['index']} {st['mode']} {st['achieved'] / st['rps']:.4f}"
+                + (f" / {st['settled'] / st['rps']:.4f}" if st["settled"] is not None else "")
+                for st in run["stages"]
+            )
+            detail.append(f"- {name} {level:.0%} run {i}: {stages}; late {run['late']:,}, dropped {run['dropped']:,}")
+    out += bench_run.table(
+        [
+            "Suite",
+            "Level",
+            "target steady / burst req/s",
+            "whole stage (all runs)",
+            "after 1st s",
+            "worst stage: median (max)",
+            "per-second std dev (max)",
+            "late (median)",
+            "dropped (median)",
+            "errors",
+            f"runs within {GOAL_ACCURACY:.0%}",
+            "others' CPU",
+        ],
+        rows,
+    )
+    out += ["", "Per stage, every run (achieved/target, whole stage / after its first second):", "", *detail, ""]
+    for level, within, n in goal:
+        out.append(
+            f"- {level:.0%}: every stage within {GOAL_ACCURACY:.0%} of its target in {within} of {n} run(s); goal: "
+            f"all, up to 90%."
+        )
+    return out
 
 
 def main() -> int:
@@ -457,7 +600,7 @@ def main() -> int:
     p.add_argument("--seconds", type=int, help="seconds per overload run (default 10)")
     p.add_argument("--suite-root", type=Path, default=ROOT, help="the checkout of the suite to measure (default: this)")
     p.add_argument("--baseline-root", type=Path, help="another checkout of the suite to run beside it")
-    p.add_argument("--sections", default="1,2", help="which sections (default 1,2)")
+    p.add_argument("--sections", default="1,2,3", help="which sections (default 1,2,3)")
     p.add_argument("--target", choices=("nginx", "demolimiter"), help="static target (default nginx if installed)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the report (default {DEFAULT_OUT})")
     ns = p.parse_args()
@@ -481,6 +624,8 @@ def main() -> int:
                 overload(r, s, urls, load_pin, tmp)
             if "2" in sections:
                 cpu_per_request(r, s, urls, load_pin, tmp)
+            if "3" in sections:
+                accuracy(r, s, urls, load_pin, tmp)
     command = f"python bench/overload.py {' '.join(sys.argv[1:])}".strip()
     text = render(r, command)
     ns.out.parent.mkdir(parents=True, exist_ok=True)

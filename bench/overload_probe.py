@@ -3,8 +3,9 @@
 Adds no users and nothing per request. When Locust quits, the standalone process writes to the JSON file named by
 ``BENCH_PROBE_OUT``: Locust's per-second request counts (by completion second), totals and largest response time,
 and with the rate-limiter suite loaded the run's ``t0``, the suite's own per-second counts (by request start
-second), its largest latencies (as Locust measures it, and from the intended send time), late and dropped sends and
-failures by kind.
+second), its largest latencies (as Locust measures it, and from the intended send time), late and dropped sends,
+failures by kind, and the achieved rate of every stage that ran to its end (``rlsuite.rates.stage_rates``, the source
+of its ``Stage rates`` line).
 """
 
 import locust
@@ -53,5 +54,21 @@ def _on_quit(**_: Any) -> None:
             errors[kind] = errors.get(kind, 0) + n
         data["errors"] = errors
         data["users"] = environment.parsed_options.num_users  # -u, or the default the suite set
+        from rlsuite.rates import stage_rates
+
+        data["stages"] = [
+            {
+                "index": r.stage.index,
+                "mode": r.stage.mode,
+                "rps": r.stage.rps,
+                "start": r.stage.start,
+                "end": r.stage.end,
+                "achieved": r.achieved,
+                "first_second": r.first_second,
+                "settled": r.settled,
+                "spread": r.spread,
+            }
+            for r in stage_rates(run, plan.schedule, plan.t0, plan.schedule.run_time or 0)
+        ]
     with open(out, "w") as f:
         json.dump(data, f)

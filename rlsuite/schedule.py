@@ -116,13 +116,19 @@ class Schedule:
         The mode comes from the same branch that computes the time, so a slot due exactly at a stage boundary
         is never labelled with the neighbouring stage by a rounding error.
         """
+        place = self.place(slot)
+        return None if place is None else (place[0], place[1])
+
+    def place(self, slot: int) -> tuple[float, str, int] | None:
+        """``slot``'s due time (elapsed seconds), mode and stage index, all from one branch (see ``slot``); None when
+        it falls after the end. The stage index never decreases from one slot to the next."""
         total = self.total_slots
         if total is not None and slot >= total:
             return None
         r, p, d = self.steady_rps, self.burst_every, self.burst_duration
         first_period = r * p
         if not self._bursts() or slot < first_period:
-            return slot / r, STEADY
+            return slot / r, STEADY, 0
         per_period = r * (p + (self.burst_multiplier - 1) * d)
         burst_slots = self.burst_rps * d
         rest = slot - first_period
@@ -130,8 +136,8 @@ class Schedule:
         within = rest - n * per_period
         start = (n + 1) * p
         if within < burst_slots:
-            return start + within / self.burst_rps, BURST
-        return start + d + (within - burst_slots) / r, STEADY
+            return start + within / self.burst_rps, BURST, 2 * n + 1
+        return start + d + (within - burst_slots) / r, STEADY, 2 * n + 2
 
     def first_slot_at(self, elapsed: float) -> int:
         """The first slot due at or after ``elapsed``."""

@@ -182,8 +182,8 @@ class Suite:
             return bits
         return policy_bits(policy) | cost_bits(cost)
 
-    def _on_dropped(self, mode: str) -> None:
-        self.tally.dropped(mode)
+    def _on_dropped(self, mode: str, slots: range) -> None:
+        self.tally.dropped(mode, len(slots))
 
     def _on_plan_adopted(self, plan: Plan) -> None:
         self._run_id = plan.run_id

@@ -94,9 +94,9 @@ class Worker:
     next_report: float = 0.0
     reports: int = 0
 
-    def drop(self, _mode: str) -> None:
-        self.dropped.append(self.pacer.last)
-        self.fates.append(self.pacer.last)
+    def drop(self, _mode: str, slots: range) -> None:
+        self.dropped += slots
+        self.fates += slots
 
 
 class Sim:

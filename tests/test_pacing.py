@@ -1,5 +1,8 @@
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rlsuite.pacing import Pacer
 from rlsuite.plan import UNBOUNDED, Ledger, Plan, count_in, first_in
 from rlsuite.schedule import BURST, STEADY, Schedule
@@ -99,7 +102,7 @@ def test_without_a_grant_for_the_next_slot_the_pacer_waits_for_the_next_plan():
 def test_a_plan_arriving_late_sends_its_past_due_slots_late_or_drops_them_never_twice():
     t = FakeTime(999.0)
     dropped = []
-    a = Pacer(t.clock, t.sleep, on_drop=dropped.append)
+    a = Pacer(t.clock, t.sleep, on_drop=lambda mode, slots: dropped.extend([mode] * len(slots)))
     a.apply(plan(version=1, grants=[share(0, 1, end=10)]))
     assert [s.number for s in drain(a)] == list(range(10))
     t.now = 1002.5  # the next grant reaches it 1.6 s after slot 10 was due
@@ -149,7 +152,7 @@ def test_a_wall_clock_step_on_the_master_does_not_freeze_workers():
 def test_slots_later_than_max_delay_are_dropped_and_counted_not_sent():
     t = FakeTime(1002.5)  # every user was busy: slots due before 1001.5 are more than 1 s late
     dropped = []
-    pacer = Pacer(t.clock, t.sleep, on_drop=dropped.append)
+    pacer = Pacer(t.clock, t.sleep, on_drop=lambda mode, slots: dropped.extend([mode] * len(slots)))
     pacer.apply(plan())
     first = pacer.next_slot()
     assert first.number == 15 and first.due == 1001.5  # exactly 1 s late: still sent (late)
@@ -171,6 +174,165 @@ def test_a_user_stopped_while_waiting_holds_no_slot():
     gevent.sleep(0.05)
     waiting.kill()
     assert pacer.next_slot().number == 0  # the killed user's slot is still there
+
+
+# -- dropping late slots in one step, sending the slots of one wake-up together ---------------------------------
+
+
+class Drops:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, range]] = []
+
+    def __call__(self, mode: str, slots: range) -> None:
+        self.calls.append((mode, slots))
+
+    def per_mode(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for mode, slots in self.calls:
+            out[mode] = out.get(mode, 0) + len(slots)
+        return out
+
+    def slots(self) -> list[int]:
+        return [g for _, slots in self.calls for g in slots]
+
+
+def test_late_slots_across_a_stage_boundary_are_dropped_in_one_step_counted_per_mode():
+    # steady 10/s over 0-3 s (slots 0-29), burst 30/s over 3-4 s (30-59): at 1004.5, the slots due before 1003.5
+    # are more than 1 s late: 30 steady and 15 burst; slot 45 (due 1003.5, exactly 1 s late) is sent
+    schedule = Schedule(10, 3, 3, 1, run_time=5)
+    t, drops = FakeTime(1004.5), Drops()
+    pacer = Pacer(t.clock, t.sleep, on_drop=drops)
+    pacer.apply(dataclasses.replace(plan(), schedule=schedule))
+    first = pacer.next_slot()
+    assert first.number == 45 and first.mode == BURST and first.due == 1003.5
+    assert drops.calls == [(STEADY, range(0, 30)), (BURST, range(30, 45))]  # one call per mode, not per slot
+    assert pacer.progress() == {(0, 0, 1): 46}
+    # the same at another worker holding every third slot from 1 on: its own slots only, exactly as many
+    t, drops = FakeTime(1004.5), Drops()
+    pacer = Pacer(t.clock, t.sleep, on_drop=drops)
+    pacer.apply(dataclasses.replace(plan(grants=[share(1, 3)]), schedule=schedule))
+    assert pacer.next_slot().number == 46
+    assert drops.calls == [(STEADY, range(1, 30, 3)), (BURST, range(31, 46, 3))]
+
+
+def reference_run(p: Plan, start: float, stalls: list[float], batch: float) -> tuple[list[int], dict[str, list[int]]]:
+    """What the pacer did before slots were dropped in one step: one slot at a time, each judged on its own."""
+    now = start
+    done = [[s, e, i, c, s] for s, e, i, c in p.grants]
+    sent: list[int] = []
+    dropped: dict[str, list[int]] = {}
+    for stall in stalls:
+        while True:
+            heads = [(first_in(tuple(g[:4]), g[4]), g) for g in done]
+            heads = [(n, g) for n, g in heads if n is not None]
+            if not heads:
+                return sent, dropped
+            number, grant = min(heads)
+            due = p.schedule.slot(number)
+            if due is None:
+                return sent, dropped
+            at = p.t0 + due[0]
+            delay = at - now
+            if delay > batch or (delay > 0 and int(at) != int(now)):
+                now += delay
+                continue
+            grant[4] = number + 1
+            if p.max_delay and -delay > p.max_delay:
+                dropped.setdefault(due[1], []).append(number)
+                continue
+            sent.append(number)
+            break
+        now += stall
+    return sent, dropped
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.sampled_from([7.0, 10.0, 33.3, 250.0]),
+    multiplier=st.sampled_from([1.0, 2.5, 4.0]),
+    grants=st.sampled_from([[share(0, 1)], [share(1, 3)], [share(0, 2, end=40), share(1, 2, start=7)]]),
+    max_delay=st.sampled_from([0.0, 0.25, 1.0]),
+    start=st.floats(999.0, 1006.0),
+    stalls=st.lists(st.floats(0.0, 2.5), min_size=1, max_size=40),
+)
+def test_slots_dropped_in_one_step_are_exactly_those_dropped_one_by_one(
+    rate, multiplier, grants, max_delay, start, stalls
+):
+    """Whatever the stalls (every user busy for a while): the same slots sent, the same dropped, per mode; none
+    both, none twice."""
+    p = dataclasses.replace(
+        plan(grants=grants), schedule=Schedule(rate, multiplier, 2, 1, run_time=7), max_delay=max_delay
+    )
+    t, drops = FakeTime(start), Drops()
+    pacer = Pacer(t.clock, t.sleep, on_drop=drops)
+    pacer.apply(p)
+    sent = []
+    for stall in stalls:
+        slot = pacer.next_slot()
+        if slot is None:
+            break
+        assert t.now >= slot.due - pacer.batch
+        sent.append(slot.number)
+        t.now += stall
+    ref_sent, ref_dropped = reference_run(p, start, stalls, pacer.batch)
+    assert sent == ref_sent
+    assert {mode: len(slots) for mode, slots in ref_dropped.items()} == drops.per_mode()
+    assert sorted(drops.slots()) == sorted(g for slots in ref_dropped.values() for g in slots)
+    assert len(set(drops.slots())) == len(drops.slots()) and not set(drops.slots()) & set(sent)
+    for mode, slots in drops.calls:
+        assert all(p.schedule.slot(g)[1] == mode for g in slots)
+
+
+def test_slots_due_within_the_batch_window_go_out_with_one_wake_up_never_earlier():
+    t = FakeTime(999.0)
+    wake_ups = []
+
+    def sleep(seconds: float) -> None:
+        wake_ups.append(seconds)
+        t.sleep(seconds)
+
+    pacer = Pacer(t.clock, sleep, batch=0.001)
+    pacer.apply(dataclasses.replace(plan(), schedule=Schedule(4000, 1, 3, 0, run_time=0.5)))
+    slots = []
+    while (slot := pacer.next_slot()) is not None:
+        assert t.now >= slot.due - 0.001  # never earlier than its due time minus the window
+        assert t.now <= slot.due or t.now == slots[-1].due  # early only when a wake-up for an earlier one lasts
+        slots.append(slot)
+    assert len(slots) == 2000
+    # 4,000/s in 1 ms windows: 4 or 5 slots per wake-up (0, .25, .5, .75 and 1.0 ms after it, as rounding has it)
+    assert 400 <= len(wake_ups) <= 500
+    assert [s.due for s in slots[:3]] == [1000.0, 1000.00025, 1000.0005]  # the due times are the schedule's
+    assert all(int(s.due) == 1000 for s in slots)  # (the run is the second 1000-1001)
+
+
+def test_no_slot_goes_out_in_the_second_before_its_own():
+    """Requests are counted by start second: a slot due at a whole second waits for it, however close."""
+    t = FakeTime(1000.9995)
+    pacer = Pacer(t.clock, t.sleep, batch=0.001)
+    pacer.apply(
+        dataclasses.replace(plan(grants=[share(0, 1, start=20)]), schedule=Schedule(10, 1, 3, 0, run_time=5), t0=999.0)
+    )
+    first = pacer.next_slot()  # slot 20 is due at 1001.0, 0.5 ms away but in the next second
+    assert first.number == 20 and t.now == 1001.0
+
+
+def test_a_change_of_plan_wakes_the_user_waiting_for_the_next_slot():
+    import time
+
+    import gevent
+
+    pacer = Pacer()  # the real clock and the pacer's own timed wait
+    pacer.apply(plan(t0=time.time() + 60))  # slot 0 is a minute away
+    waiting = gevent.spawn(pacer.next_slot)
+    for _ in range(100):
+        if pacer._waiter is not None:
+            break
+        gevent.sleep(0)
+    assert pacer._waiter is not None  # in its timed wait
+    pacer.close()  # the run stops
+    assert waiting.get(timeout=5) is None  # woken at once, with no slot
+    pacer.apply(plan(version=2, run_id=2, t0=time.time() - 0.0005))  # the next run: slot 0 is due
+    assert pacer.next_slot().number == 0
 
 
 # -- the ledger: who holds which slot --------------------------------------------------------------------------

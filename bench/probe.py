@@ -32,7 +32,7 @@ def _on_init(environment: Any, runner: Any, **_: Any) -> None:
     _env.append(environment)
     suite = getattr(environment, "rlsuite", None)
     if os.environ.get("BENCH_NO_LISTENER") == "1" and suite is not None and not runner_is_master(runner):
-        environment.events.request.remove_listener(suite.on_request)  # standalone and workers count requests
+        environment.events.request.remove_listener(suite.recorder.on_request)  # standalone and workers count requests
 
 
 @locust.events.quit.add_listener

@@ -8,15 +8,44 @@ Written by the process that owns the totals (master or standalone): workers drop
 
 from __future__ import annotations
 
+from locust.stats import StatsCSVFileWriter
+
 import csv
 import os
 from pathlib import Path
 from typing import Any
 
+import gevent
+
 from rlsuite.classify import OUTCOMES
 from rlsuite.routes import DEFAULT
 from rlsuite.schedule import MODES, Schedule
 from rlsuite.tally import RunView
+
+
+def stop_locust_csv_writer_before_close() -> None:
+    """Locust (2.47) closes its CSV files at exit without stopping the greenlet that rewrites them every second
+    (main.py's shutdown calls ``close_files()`` after the ``quit`` event), so that greenlet may wake once more during
+    the exit and print a ``ValueError: I/O operation on closed file`` traceback under the summary. Make
+    ``close_files`` stop the writer first: the files keep what it last wrote, as Locust intends."""
+    if getattr(StatsCSVFileWriter.close_files, "stops_writer", False):
+        return
+    write, close = StatsCSVFileWriter.stats_writer, StatsCSVFileWriter.close_files
+
+    def stats_writer(self: Any) -> None:
+        self._rlsuite_writer = gevent.getcurrent()
+        write(self)
+
+    def close_files(self: Any) -> None:
+        writer = getattr(self, "_rlsuite_writer", None)
+        if writer is not None:
+            writer.kill()
+        close(self)
+
+    close_files.stops_writer = True  # type: ignore[attr-defined]
+    StatsCSVFileWriter.stats_writer = stats_writer
+    StatsCSVFileWriter.close_files = close_files
+
 
 TOTALS_HEADER = ["Policy", "Mode", "Outcome", "Node", "Requests", "Requests/s", "Share"]
 HISTORY_HEADER = ["Timestamp", "Elapsed", "Mode", "Target/s", "Node", "Allowed", "Limited", "Error"]

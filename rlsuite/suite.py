@@ -15,7 +15,6 @@ listener):
 from __future__ import annotations
 
 from locust import argument_parser as locust_argument_parser
-from locust.exception import RPCError
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 import atexit
@@ -31,29 +30,23 @@ import gevent
 
 from rlsuite import exporter, policy, report, schedule, targets, webui
 from rlsuite import verdict as verdict_module
-from rlsuite.classify import ERROR, LIMITED, NEVER_SENT, error_kind, outcome_of
 from rlsuite.conductor import REPORT_SECONDS, Conductor, default_users, tune_locust_timers
 from rlsuite.config import add_arguments, check_options
 from rlsuite.console import Console
-from rlsuite.csvfiles import CsvFiles
-from rlsuite.headers import HeaderChecker
+from rlsuite.csvfiles import CsvFiles, stop_locust_csv_writer_before_close
 from rlsuite.metrics import TotalsCollector, build_registry
 from rlsuite.options import OptionError
 from rlsuite.pacing import Pacer
-from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN, Plan, progress_to_message
-from rlsuite.replay import ADMITTED, BURST_FLAG, MAX_COST, UNKNOWN, UNSENT, cost_bits, policy_bits
-from rlsuite.replay import LIMITED as LIMITED_CODE
-from rlsuite.routes import ALL, DEFAULT, Router
-from rlsuite.schedule import BURST
+from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN
+from rlsuite.recorder import Recorder
+from rlsuite.routes import DEFAULT
 from rlsuite.status import Status
-from rlsuite.tally import DELTA_KEY, Tally, Totals
-from rlsuite.users import CONTEXT_KEY, COST_KEY
+from rlsuite.tally import DELTA_KEY, Totals
 from rlsuite.verdict import Verdict
+from rlsuite.worker import WorkerLink
 
 logger = logging.getLogger(__name__)
 
-# Clocks closer than this are treated as the same clock: a correction would only add the message latency.
-CLOCK_SKEW_TOLERANCE = 0.05
 # How far behind a master's counts are while a run goes on: workers report every REPORT_SECONDS, plus a second for
 # the report to arrive. (A process that sends its own requests records each when it completes: a second behind.)
 REPORT_LAG_SECONDS = REPORT_SECONDS + 1.0
@@ -80,11 +73,8 @@ class Suite:
 
     def __init__(self, environment: Any) -> None:
         self.environment = environment
-        self.pacer = Pacer(on_adopt=self._on_plan_adopted, on_drop=self._on_dropped)
-        self.headers = HeaderChecker(window_based=False)
-        self.tally = Tally()
-        self.router = Router(ALL)  # which declared policy each request falls under (the plan's routes)
-        self._bad_cost_logged = False
+        self.recorder = Recorder()  # the requests this process sends (standalone or worker)
+        self.pacer = Pacer(on_adopt=self.recorder.adopt, on_drop=self.recorder.dropped)
         self.totals = Totals()
         self.status = Status()
         self.console = Console()  # status lines and the summary (master or standalone)
@@ -93,10 +83,6 @@ class Suite:
         self.csv: CsvFiles | None = None  # with --csv: the suite's own CSV files beside Locust's
         self._ticker: gevent.Greenlet | None = None
         self._summarised_run = 0
-        self._run_id = -1  # of the last plan adopted
-        self._recorded = 0  # requests drained into reports since the process started (with pacer.taken: in flight)
-        self._reports_sent = 0
-        self._clock_offset: tuple[tuple[str, int], float] = (("", -1), 0.0)  # (epoch, run id), smallest offset seen
 
     @property
     def runner(self) -> Any:
@@ -110,165 +96,12 @@ class Suite:
     def is_master(self) -> bool:
         return isinstance(self.runner, MasterRunner)
 
-    # -- counting (standalone and workers) ---------------------------------------------------------------------
-
-    def on_request(
-        self,
-        context: dict,
-        exception: Any,
-        response_time: float,
-        start_time: float,
-        response: Any,
-        request_type: str = "GET",
-        url: str = "",
-        **_: Any,
-    ) -> None:
-        slot = context.get(CONTEXT_KEY)
-        if slot is None:
-            return  # not one of ours
-        router = self.router
-        policy = 0 if router.trivial else router.index(request_type, url, slot.key)
-        bits = router.bits[policy]
-        cost = context.get(COST_KEY)
-        if cost is not None:
-            bits = self._cost_bits(policy, cost, bits)
-        seconds = response_time / 1000.0
-        status = response.status_code or 0
-        outcome = outcome_of(status, exception is not None)
-        if outcome == ERROR:
-            kind = error_kind(status, getattr(response, "error", None) or exception)
-            # a refused connection, or a request that never got one (pool_timeout), never reached the limiter
-            code = UNSENT if kind in NEVER_SENT else UNKNOWN
-        else:
-            kind = None
-            code = LIMITED_CODE if outcome == LIMITED else ADMITTED
-            self.headers.check(
-                response.headers,
-                outcome == LIMITED,
-                slot.node.name,
-                slot.key,
-                start_time,
-                start_time + seconds,
-                self.tally.found,
-            )
-        if slot.mode == BURST:
-            code |= BURST_FLAG
-        code |= bits
-        self.tally.record(
-            slot.mode,
-            outcome,
-            slot.node.name,
-            seconds,
-            start_time,
-            kind,
-            slot.key,
-            start_time - slot.due,
-            code,
-            slot.node_index,
-            router.names[policy],
-        )
-
-    def _cost_bits(self, policy: int, cost: Any, bits: int) -> int:
-        """The event bits of a request that said what it costs (context ``cost``)."""
-        if type(cost) is not int or not 1 <= cost <= MAX_COST:
-            if not self._bad_cost_logged:
-                self._bad_cost_logged = True
-                logger.error(
-                    "rlsuite: a request's context cost is %r; give whole units from 1 to %d (its policy's cost is "
-                    "used instead)",
-                    cost,
-                    MAX_COST,
-                )
-            return bits
-        return policy_bits(policy) | cost_bits(cost)
-
-    def _on_dropped(self, mode: str, slots: range) -> None:
-        self.tally.dropped(mode, len(slots))
-
-    def _on_plan_adopted(self, plan: Plan) -> None:
-        self._run_id = plan.run_id
-        router = self.router
-        if plan.routes != router.routes or plan.targets.api_keys != router.keys:
-            self.router = Router(plan.routes, plan.targets.api_keys)
-        if plan.window_rule != self.headers.window_based:
-            self.headers = HeaderChecker(plan.window_rule)
-
-    def current_run_id(self) -> int:
-        """The run the counts in the tally belong to: the last plan's, even after test_stop cleared it (a worker's
-        final report is drained after that)."""
-        return self._run_id
-
-    def drain(self) -> dict:
-        self.tally.advertised |= self.headers.advertised
-        return self.tally.drain(self.current_run_id())
+    # -- master / standalone side ------------------------------------------------------------------------------
 
     def sync(self) -> None:
         """Bring the totals up to date: a standalone process drains its own tally (a master gets worker deltas)."""
         if not self.is_master and not self.is_worker:
-            self.totals.absorb(self.drain())
-
-    # -- worker side -------------------------------------------------------------------------------------------
-
-    def on_plan_message(self, environment: Any, msg: Any, **_: Any) -> None:
-        data = msg.data
-        # local minus master clock, plus this message's latency: the smallest over the run's lead and first second
-        # is the estimate, fixed after that (plans come five times a second: a delayed message must not move t0, nor
-        # a step of the master's clock later in the run)
-        now = time.time()
-        offset = now - data["sent_at"]
-        run = (data["epoch"], data["run_id"])
-        seen_run, seen = self._clock_offset
-        if run == seen_run:
-            offset = min(offset, seen) if now < data["t0"] + seen + 1.0 else seen
-        self._clock_offset = (run, offset)
-        current = self.pacer.plan
-        plan = Plan.from_message(data, offset if abs(offset) > CLOCK_SKEW_TOLERANCE else 0.0, current)
-        if plan is None:
-            return  # grants of a run whose plan has not reached this worker yet: the master resends it every second
-        share = current.grants[-1][2:] if current and current.grants else None
-        if self.pacer.apply(plan) and plan.grants and plan.grants[-1][2:] != share:
-            start, _, index, count = plan.grants[-1]
-            logger.debug("adopted plan v%s: share %s/%s from slot %s", plan.version, index, count, start)
-
-    def in_flight(self) -> int:
-        """Slots handed to users whose request is not recorded in a drained report yet."""
-        return self.pacer.taken - self._recorded - sum(self.tally.requests.values())
-
-    def on_report_to_master(self, data: dict, **_: Any) -> None:
-        in_flight = self.in_flight()  # before the drain: the requests recorded since the last one are in it
-        data[DELTA_KEY] = delta = self.drain()
-        self._recorded += sum(row[-1] for row in delta["requests"])
-        epoch, run_id = self.pacer.run
-        self._reports_sent += 1
-        data[PROGRESS_KEY] = {
-            "epoch": epoch,
-            "run_id": run_id,
-            "seq": self._reports_sent,
-            "progress": progress_to_message(self.pacer.progress()),
-            "inflight": in_flight,
-        }
-
-    def on_worker_quitting(self, **_: Any) -> None:
-        """This worker quits while its run goes on (SIGTERM, Ctrl-C): hand its unsent slots back to the master at
-        once, let the requests in flight finish, and send a final report (Locust sends none when a worker quits by
-        itself), all before Locust's own "quit" message."""
-        going = self.pacer.plan is not None
-        epoch, run_id, done = self.pacer.close(final=True)  # no plan is adopted any more, even one on its way
-        try:
-            # Also without a plan: the master may have granted this worker slots of a run whose first plan is still
-            # on its way; it then grants them all again (the master ignores this when no run is going).
-            self.runner.send_message(RETURN, {"epoch": epoch, "run_id": run_id, "progress": progress_to_message(done)})
-            if not going:
-                return  # the master stopped the run: the worker's final report went out with its stop
-            timeout = float(getattr(self.environment.parsed_options, "request_timeout", 2.0)) + 0.5
-            deadline = time.monotonic() + timeout
-            while self.in_flight() > 0 and time.monotonic() < deadline:
-                gevent.sleep(0.02)
-            self.runner._send_stats()  # what Locust itself does on a "quit" from the master: report_to_master + send
-        except RPCError as e:  # the master is gone: nothing to hand back to
-            logger.info("rlsuite: could not hand this worker's slots back to the master: %s", e)
-
-    # -- master / standalone side ------------------------------------------------------------------------------
+            self.totals.absorb(self.recorder.drain())
 
     def on_worker_report(self, data: dict, client_id: str = "", **_: Any) -> None:
         delta = data.get(DELTA_KEY)
@@ -483,7 +316,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
     if isinstance(runner, MasterRunner):
         _init_master(suite, runner)
     else:
-        events.request.add_listener(suite.on_request)  # standalone: it sends and counts its own requests
+        events.request.add_listener(suite.recorder.on_request)  # standalone: it sends and counts its own requests
     events.test_stop.add_listener(suite.on_test_stop)
     events.quitting.add_listener(suite.on_quitting)
 
@@ -494,13 +327,14 @@ def _init_worker(suite: Suite, runner: Any) -> None:
     events = suite.environment.events
     tune_locust_timers(runner)  # heartbeats every 0.25 s, reports every 1 s (see rlsuite.conductor)
     _cache_locust_default_args()
-    runner.register_message(MESSAGE, suite.on_plan_message)
+    link = WorkerLink(suite.environment, suite.pacer, suite.recorder)
+    runner.register_message(MESSAGE, link.on_plan_message)
     # A worker connects to the master before `init` runs, so a plan sent in between finds no handler and is
     # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
     runner.send_message(READY)
-    events.request.add_listener(suite.on_request)
-    events.report_to_master.add_listener(suite.on_report_to_master)
-    events.quitting.add_listener(suite.on_worker_quitting)
+    events.request.add_listener(suite.recorder.on_request)
+    events.report_to_master.add_listener(link.on_report_to_master)
+    events.quitting.add_listener(link.on_worker_quitting)
 
 
 def _init_aggregator(suite: Suite, runner: Any, web_ui: Any) -> None:
@@ -520,6 +354,7 @@ def _init_aggregator(suite: Suite, runner: Any, web_ui: Any) -> None:
     suite.exporter = exporter.Exporter(build_registry(TotalsCollector(suite.totals, suite.status, suite.sync)))
     if getattr(opts, "csv_prefix", None):
         suite.csv = CsvFiles(opts.csv_prefix)
+        stop_locust_csv_writer_before_close()
     if web_ui is not None:
         suite.exporter.mount(web_ui)
         webui.mount(suite, web_ui)

@@ -211,8 +211,9 @@ def throughput(r: Results, s: Settings, urls: list[str], load_pin: list[str], tm
             raise BenchError("listener removal did not take: the suite still counted requests")
 
     def plain() -> None:
-        # at least 3 s: the first and the last second of a plain run are partial and left out
-        args = ["-t", f"{max(3, s.seconds)}s", "-H", urls[0], "-u", str(USERS), "-r", "1000"]
+        # long enough that whole seconds remain once the first (partial) second, the warm-up and the last (partial)
+        # second are left out, also when a loaded machine starts the users late
+        args = ["-t", f"{max(4 + s.warmup, s.seconds)}s", "-H", urls[0], "-u", str(USERS), "-r", "1000"]
         res = run_locust([PLAIN_LOCUSTFILE, PROBE], args, load_pin, tmp, s.seconds + 60)
         per_sec = res.per_sec("locust")
         r.throughput["plain"].add(window_rate(per_sec, *plain_window(per_sec, s)))

@@ -4,7 +4,7 @@ Written for throughput on one core: the header block is lower-cased once (length
 searched with ``bytes.find``; responses are single ``bytes %`` formats; a deferred limiter answer (redis, a
 delayed leaky-bucket admission, --race) is a plain callback, not a Task.
 
-httptools (llhttp, uvicorn's parser) was tried in its place (issue 12) and measured with bench/limiter_rps.py,
+httptools (llhttp, uvicorn's parser) was measured in its place with bench/limiter_rps.py,
 defaults, this parser and the httptools one side by side, runs alternating: httptools/hand per-repetition medians
 0.964 (min 0.953, max 0.984, 10 reps) on "memory: 3 nodes, 429 path", 0.952-0.978 on the redis cases (8 reps), the
 memory 200 case too noisy to read (0.91-0.94) on a shared 2-core machine. It stays slower after trimming its

@@ -161,6 +161,23 @@ def web_locust() -> Iterator[WebLocust]:
         assert "Traceback" not in proc.output, proc.output
 
 
+def check(page: Any, selector: str) -> None:
+    """Tick a checkbox of the form. Locust's form (React) may re-render while the browser is starved of CPU (other
+    tests beside this one), and a click that lands in that moment is lost: Playwright then says the click did not
+    change the state. Try again a few times; the box must end up ticked."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    box = page.locator(selector)
+    for _ in range(5):
+        if box.is_checked():
+            return
+        try:
+            box.check(timeout=5000)
+        except PlaywrightError:
+            continue
+    assert box.is_checked(), f"{selector} could not be ticked"
+
+
 @pytest.mark.integration
 def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_locust):
     base = web_locust.base
@@ -180,7 +197,7 @@ def test_the_start_form_drives_the_run_and_the_tab_matches_metrics(browser, web_
     page.fill("input[name=burstDuration]", str(EVERY))  # invalid: as long as the burst period
     page.fill("input[name=limit]", "120")
     page.select_option("select[name=limitAlgorithm]", "fixed-window")  # a choices dropdown
-    page.check("input[name=strictHeaders]")  # a bool
+    check(page, "input[name=strictHeaders]")  # a bool
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webui-form.png"), full_page=True)
 

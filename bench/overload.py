@@ -32,14 +32,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +44,23 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
+if __package__ in (None, ""):  # run as a script: `bench` is a package of the checkout's root
+    sys.path.insert(0, str(ROOT))
 
-import limiter_rps  # noqa: E402 - pinning, ports, the demo limiter
-import run as bench_run  # noqa: E402 - the targets, the quiet gate, process and statistics helpers of bench/run.py
+from bench import BenchError, log  # noqa: E402
+from bench.locust_runs import run_locust  # noqa: E402
+from bench.processes import cpus  # noqa: E402
+from bench.quiet import Background, QuietGate, background  # noqa: E402
+from bench.report import commit, rps, table  # noqa: E402
+from bench.stats import Series, paired, window_rate  # noqa: E402
+from bench.targets import target  # noqa: E402
 
 PROBE = BENCH / "overload_probe.py"
 PLAIN = BENCH / "plain_locustfile.py"
 PACED = BENCH / "paced_locustfile.py"
 DEFAULT_OUT = BENCH / "OVERLOAD.md"
 
-OVERLOAD_RPS = 15000.0  # beyond one core: the issue's figure
+OVERLOAD_RPS = 15000.0  # beyond what one core can send
 PLAIN_USERS = 100
 FIXED_RPS = 4000.0
 PACED_USERS, PACED_USER_RPS = 100, 40.0  # 100 x 40/s = FIXED_RPS
@@ -89,12 +92,6 @@ def settings(ns: argparse.Namespace) -> Settings:
     return Settings(ns.reps or 5, ns.seconds or 10, 15, 2, False)
 
 
-log = bench_run.log
-BenchError = bench_run.BenchError
-Series = bench_run.Series
-paired = bench_run.paired
-
-
 # -- one locust run, its CPU sampled -------------------------------------------------------------------------------
 
 
@@ -118,48 +115,11 @@ def _interpolate(samples: list[tuple[float, float]], at: float) -> float:
     raise BenchError(f"no CPU samples around {at:.1f} ({len(samples)} samples)")
 
 
-_runs = iter(range(1, 1_000_000))
-
-
 def run_sampled(files: list[Path], args: list[str], pin: list[str], tmp: Path, timeout: float, **env: str) -> Sampled:
-    """One headless locust run to its end (cwd: a temp dir, so no locust.conf applies), its CPU time sampled every
-    0.1 s from /proc; the probe's JSON read back."""
-    out = tmp / f"overload-probe-{next(_runs)}.json"
-    cmd = [*pin, sys.executable, "-m", "locust", "-f", ",".join(map(str, files)), "--headless", "--only-summary", *args]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_PROBE_OUT": str(out), **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """One headless locust run to its end, its CPU time sampled every 0.1 s; the probe's JSON read back."""
     cpu: list[tuple[float, float]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            used = bench_run.process_cpu(proc.pid)
-            if used or not cpu:
-                cpu.append((time.time(), used))
-            done.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        bench_run.stop_group(proc)
-        raise BenchError(f"locust still running after {timeout:.0f}s: {' '.join(cmd[:12])} ...") from None
-    finally:
-        done.set()
-        sampler.join(5)
-        bench_run.stop_group(proc)
-    if proc.returncode not in (0, 1) or not out.exists() or "Traceback" in output:
-        raise BenchError(f"locust failed (exit {proc.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
-    return Sampled(json.loads(out.read_text()), output, cpu)
+    res = run_locust(files, args, pin, tmp, timeout, cpu_samples=cpu, **env)
+    return Sampled(res.probe, res.output, cpu)
 
 
 def suite_args(
@@ -198,10 +158,6 @@ def plain_window(res: Sampled, seconds: int, warmup: int) -> tuple[int, int]:
     return first, min(first + seconds - warmup, max(per_sec))
 
 
-def rate(per_sec: dict[int, int], lo: int, hi: int) -> float:
-    return bench_run.window_rate(per_sec, lo, hi)
-
-
 # -- the sections ----------------------------------------------------------------------------------------------------
 
 
@@ -219,8 +175,8 @@ class Results:
     max_rps: float = 0.0  # section 3's reference: the suite's max on one core
     max_from: str = ""
     accuracy: dict[tuple[str, float], list[dict[str, Any]]] = field(default_factory=dict)  # (suite, level) -> runs
-    background: dict[str, bench_run.Background] = field(default_factory=dict)
-    gate: bench_run.QuietGate = field(default_factory=lambda: bench_run.QuietGate(0.0, 0.0))
+    background: dict[str, Background] = field(default_factory=dict)
+    gate: QuietGate = field(default_factory=lambda: QuietGate(0.0, 0.0))
     notes: list[str] = field(default_factory=list)
 
 
@@ -313,7 +269,7 @@ def accuracy(r: Results, s: Settings, urls: list[str], pin: list[str], tmp: Path
             r.gate.wait()
             res = run_sampled(suite_files(r.suite), suite_args(urls, s.overload_seconds, OVERLOAD_RPS), pin, tmp, 120)
             lo, hi = suite_window(res, s.overload_seconds, s.warmup)
-            rates.add(rate(res.per_sec("suite"), lo, hi))
+            rates.add(window_rate(res.per_sec("suite"), lo, hi))
         r.max_rps, r.max_from = rates.median, f"median of {len(rates.values)} overload run(s) as in section 1"
 
     def level_run(name: str, root: Path, level: float) -> Any:
@@ -348,7 +304,7 @@ def _alternate(r: Results, s: Settings, section: str, steps: list[tuple[str, Any
         for name, fn in steps[k:] + steps[:k]:
             r.gate.wait()
             log(f"{section} rep {rep + 1}/{s.reps}: {name}")
-            with bench_run.background(r.background, f"{section} {name}"):
+            with background(r.background, f"{section} {name}"):
                 fn()
 
 
@@ -383,7 +339,7 @@ def render(r: Results, command: str) -> str:
         "# Overload, latency and CPU per request",
         "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (commit "
-        f"{bench_run.commit()}); {os.cpu_count()} CPUs. The suite: {_where(r.suite)}"
+        f"{commit()}); {os.cpu_count()} CPUs. The suite: {_where(r.suite)}"
         + (f"; the baseline suite: {_where(r.baseline)}" if r.baseline else "")
         + ". "
         f"Target: {r.target}, {NODES} ports on 127.0.0.1, pinned to CPU 1; every generator pinned to CPU 0. Runs "
@@ -399,17 +355,17 @@ def render(r: Results, command: str) -> str:
         f"[t0+{s.warmup}, t0+{s.overload_seconds}). Plain: `-u {PLAIN_USERS} -r 1000 -H <first port>`, Locust's "
         "count over as many whole seconds after its first and the warm-up.",
         "",
-        *bench_run.table(
+        *table(
             ["Generator", "req/s median", "min", "max", "per CPU-second median", "min", "max", "runs", "others' CPU"],
             [
                 [
                     LABELS[k],
-                    bench_run.rps(se.median),
-                    bench_run.rps(se.lo),
-                    bench_run.rps(se.hi),
-                    bench_run.rps(r.per_cpu[k].median),
-                    bench_run.rps(r.per_cpu[k].lo),
-                    bench_run.rps(r.per_cpu[k].hi),
+                    rps(se.median),
+                    rps(se.lo),
+                    rps(se.hi),
+                    rps(r.per_cpu[k].median),
+                    rps(r.per_cpu[k].lo),
+                    rps(r.per_cpu[k].hi),
                     str(len(se.values)),
                     f"{share.get(f'overload {k}', 0.0):.0%}",
                 ]
@@ -458,7 +414,7 @@ def render(r: Results, command: str) -> str:
                 f"{max(run['users'] for run in runs):,}",
             ]
         )
-    out += bench_run.table(
+    out += table(
         [
             "Suite",
             "Locust max response time s",
@@ -493,13 +449,13 @@ def render_cpu(r: Results, share: dict[str, float]) -> list[str]:
         f"(/proc, sampled every 0.1 s) over the whole seconds after its first {s.warmup} (suite: from t0), divided "
         "by the requests Locust counted in those seconds.",
         "",
-        *bench_run.table(
+        *table(
             ["Generator", "CPU us/request median", "min", "max", "runs", "others' CPU"],
             [_row(LABELS[k], se, lambda v: f"{v:.1f}", share.get(f"cpu {k}", 0.0)) for k, se in r.cpu.items() if se.ok],
         ),
         "",
         "Requests/s in the measured seconds (median): "
-        + ", ".join(f"{k} {bench_run.rps(se.median)}" for k, se in r.cpu_rate.items())
+        + ", ".join(f"{k} {rps(se.median)}" for k, se in r.cpu_rate.items())
         + ".",
         "",
     ]
@@ -525,7 +481,7 @@ def render_accuracy(r: Results, share: dict[str, float]) -> list[str]:
     out = [
         "## 3. Rate accuracy near one core's max",
         "",
-        f"x = the suite's max on one core: {bench_run.rps(r.max_rps)} req/s ({r.max_from}). Per level: peak (burst) "
+        f"x = the suite's max on one core: {rps(r.max_rps)} req/s ({r.max_from}). Per level: peak (burst) "
         f"rate = level x x, `--steady-rps <peak / {ACCURACY_MULTIPLIER:g}> {' '.join(ACCURACY_SHAPE)} "
         f"-t {s.accuracy_seconds}s`, everything else default (-u from the formula, --max-send-delay 1; output "
         "quietened as in 1); generator pinned to CPU 0. Stages 0 and 2 steady, 1 and 3 burst; achieved rates are the "
@@ -546,7 +502,7 @@ def render_accuracy(r: Results, share: dict[str, float]) -> list[str]:
             [
                 "suite" if name == "suite" else "baseline suite",
                 f"{level:.0%}",
-                f"{bench_run.rps(steady)} / {bench_run.rps(steady * ACCURACY_MULTIPLIER)}",
+                f"{rps(steady)} / {rps(steady * ACCURACY_MULTIPLIER)}",
                 f"{min(whole):.4f} - {max(whole):.4f}" if whole else "-",
                 f"{min(settled):.4f} - {max(settled):.4f}" if settled else "-",
                 f"{100 * statistics.median(worst):.2f}% ({100 * max(worst):.2f}%)",
@@ -567,7 +523,7 @@ def render_accuracy(r: Results, share: dict[str, float]) -> list[str]:
                 for st in run["stages"]
             )
             detail.append(f"- {name} {level:.0%} run {i}: {stages}; late {run['late']:,}, dropped {run['dropped']:,}")
-    out += bench_run.table(
+    out += table(
         [
             "Suite",
             "Level",
@@ -610,8 +566,8 @@ def main() -> int:
         if root and not (root / "locustfiles" / "ratelimit.py").exists():
             raise BenchError(f"{option} {root}: no locustfiles/ratelimit.py there")
     if not s.smoke:
-        r.gate = bench_run.QuietGate(per_run=5.0, budget=180.0)
-    server_pin, load_pin = limiter_rps.cpus()
+        r.gate = QuietGate(per_run=5.0, budget=180.0)
+    server_pin, load_pin = cpus()
     if not server_pin:
         r.notes.append("fewer than 2 CPUs or no taskset: nothing was pinned")
     kind = ns.target or ("nginx" if shutil.which("nginx") else "demolimiter")
@@ -619,7 +575,7 @@ def main() -> int:
     sections = {x.strip() for x in ns.sections.split(",")}
     with tempfile.TemporaryDirectory(prefix="rlsuite-overload-") as tmp_name:
         tmp = Path(tmp_name)
-        with bench_run.target(kind, NODES, server_pin, tmp) as urls:
+        with target(kind, NODES, server_pin, tmp) as urls:
             if "1" in sections:
                 overload(r, s, urls, load_pin, tmp)
             if "2" in sections:

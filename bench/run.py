@@ -36,36 +36,12 @@ if __package__ in (None, ""):  # run as a script: `bench` is a package of the ch
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import BenchError, log
-from bench.processes import cpu_seconds as process_cpu
-from bench.processes import cpus, descendants, stop_group
-from bench.quiet import Background, QuietGate, background
-from bench.report import commit, ratio, rps, table, verdict
+from bench.processes import cpus
+from bench.quiet import QuietGate, background
+from bench.report import commit
 from bench.results import render
-from bench.stats import Series, paired, window_rate
 from bench.suite_bench import DEFAULT_OUT, Results, accuracy, distributed, limiter, settings, throughput
 from bench.targets import target
-
-# bench/overload.py imports this file as `run` and reads these from it (each lives in the module it is imported from)
-__all__ = [
-    "Background",
-    "BenchError",
-    "QuietGate",
-    "Series",
-    "background",
-    "commit",
-    "descendants",
-    "log",
-    "main",
-    "paired",
-    "process_cpu",
-    "ratio",
-    "rps",
-    "stop_group",
-    "table",
-    "target",
-    "verdict",
-    "window_rate",
-]
 
 
 def main() -> int:

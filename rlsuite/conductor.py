@@ -165,7 +165,10 @@ class Conductor:
             routes=tuple(p.route for p in self.policies) or routes_module.ALL,
         )
         self.ledger = Ledger(schedule.total_slots)
-        replay = Replays([build_replay(p, len(targets.nodes), t0) for p in self.policies]) if self.policies else None
+        replay = None
+        if self.policies:
+            every_request = len(self.policies) == 1 and self.policies[0].route.matches_all
+            replay = Replays([build_replay(p, len(targets.nodes), t0) for p in self.policies], every_request)
         names = [p.name for p in self.policies] or [routes_module.DEFAULT]
         self._totals.start_run(self.run_id, [n.name for n in targets.nodes], replay, names)
         self._status.running = True

@@ -10,6 +10,7 @@ One spelling per option on every surface: ``--burst-every`` is ``parsed_options.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
@@ -21,6 +22,13 @@ class OptionError(ValueError):
     def __init__(self, option: str, problem: str, fix: str) -> None:
         self.option, self.problem, self.fix = option, problem, fix
         super().__init__(f"--{option} {problem}; {fix}")
+
+
+def fail_fast(error: OptionError) -> None:
+    """Bad input: one line naming the option and the fix, exit code 2, nothing started."""
+    sys.stderr.write(f"error: {error}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
 
 
 @dataclass(frozen=True)

@@ -289,15 +289,17 @@ class Replay:
 
 class Replays:
     """One ``Replay`` per declared policy: each event goes to the replay of the policy its code names; requests that
-    matched no policy (the index past the last) are counted elsewhere and judged by none."""
+    matched no policy (the index past the last) are counted elsewhere and judged by none. ``every_request``: one
+    policy that matches every request (the single-policy flags), whose events all go to it as they come."""
 
-    def __init__(self, replays: list[Replay]) -> None:
+    def __init__(self, replays: list[Replay], every_request: bool = False) -> None:
         self.replays = replays
+        self._every_request = every_request and len(replays) == 1
 
     def add(self, flat: list) -> None:
         replays = self.replays
-        if len(replays) == 1 and not any((flat[i] >> POLICY_SHIFT) & 0xFF for i in range(2, len(flat), EVENT_WIDTH)):
-            replays[0].add(flat)  # the common case: one policy, no copy
+        if self._every_request:
+            replays[0].add(flat)  # the common case: no event to look at, no copy
             return
         split: list[list] = [[] for _ in replays]
         for i in range(0, len(flat), EVENT_WIDTH):

@@ -35,7 +35,7 @@ from rlsuite.config import add_arguments, check_options
 from rlsuite.console import Console
 from rlsuite.csvfiles import CsvFiles, stop_locust_csv_writer_before_close
 from rlsuite.metrics import TotalsCollector, build_registry
-from rlsuite.options import OptionError
+from rlsuite.options import OptionError, fail_fast
 from rlsuite.pacing import Pacer
 from rlsuite.plan import MESSAGE, PROGRESS_KEY, READY, RETURN
 from rlsuite.recorder import Recorder
@@ -59,13 +59,6 @@ DEFAULT_SPAWN_RATE = 100.0
 def register(events: Any) -> None:
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(_on_init)
-
-
-def fail_fast(error: OptionError) -> None:
-    """Bad input: one line naming the option and the fix, exit code 2, nothing started."""
-    sys.stderr.write(f"error: {error}\n")
-    sys.stderr.flush()
-    raise SystemExit(2)
 
 
 class Suite:

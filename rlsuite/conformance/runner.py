@@ -23,7 +23,6 @@ from locust.runners import STATE_INIT, MasterRunner, WorkerRunner
 import logging
 import math
 import signal
-import sys
 import time
 import traceback
 from collections import deque
@@ -41,7 +40,7 @@ from rlsuite.conformance.fields import retry_after
 from rlsuite.conformance.grading import INCONCLUSIVE, Result
 from rlsuite.conformance.traffic import DATE, FIELDS, NO_KEY, RETRY_AFTER, Outcome, Phase, Record
 from rlsuite.connections import shared_pool
-from rlsuite.options import Option, OptionError
+from rlsuite.options import Option, OptionError, fail_fast
 from rlsuite.replay import ADMITTED, LIMITED, UNKNOWN, UNSENT
 
 logger = logging.getLogger(__name__)
@@ -124,12 +123,6 @@ def configure(opts: Any) -> Config:
         strict_headers=declared.strict_headers,
     )
     return Config(nodes, context, cases.selected(ids), str(opts.junit_xml or ""), str(opts.conformance_json or ""))
-
-
-def fail_fast(error: OptionError) -> None:
-    sys.stderr.write(f"error: {error}\n")
-    sys.stderr.flush()
-    raise SystemExit(2)
 
 
 # -- sending (every process that sends) ----------------------------------------------------------------------------

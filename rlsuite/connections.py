@@ -7,6 +7,10 @@ has one deadline, --request-timeout; a request that never got a connection withi
 was never sent), one that got no full answer as ``timeout``. The node's address is looked up once (again after
 ``RESOLVE_TTL_SECONDS``) rather than for every new connection through gevent's thread pool, where thousands of
 lookups would queue up.
+
+Both cost little per request, as plain Locust's requests do: the deadlines of all requests share one timer per
+timeout (``_Deadlines``) rather than one gevent Timeout each, and a pooled connection is checked for a close by the
+server (a system call) only when it sat idle for longer than ``FRESH_SECONDS``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from locust.contrib.fasthttp import insecure_ssl_context_factory
 
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 import gevent
+from gevent import get_hub, getcurrent
 from gevent.monkey import get_original
 from geventhttpclient.client import HTTPClient, HTTPClientPool
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -29,6 +35,11 @@ RESOLVE_TTL_SECONDS = 10.0  # a node's address is looked up again after this lon
 # Connections per node and process: in effect unbounded, so they follow the requests in flight (a few at loopback
 # latency, more while a node is slow) rather than the number of users; the deadline bounds the wait anyway.
 POOL_CONNECTIONS_PER_NODE = 10_000
+# A pooled connection used again within this long of its last answer is not checked for a close by the server: servers
+# close idle keep-alive connections after seconds (nginx 75 s), and one closed anyway is only a retry on a new
+# connection (geventhttpclient retries a request whose connection closed before any answer came). An older one is
+# checked, a system call per request that would cost 1-2% of a request at a high rate.
+FRESH_SECONDS = 0.1
 
 
 class _Process:
@@ -39,6 +50,7 @@ class _Process:
 
 PROCESS = _Process()
 _select = get_original("select", "select")  # a zero-timeout check that does not yield to the hub (gevent's does)
+_monotonic = time.monotonic
 
 
 class RequestTimeout(TimeoutError):
@@ -51,13 +63,14 @@ class RequestTimeout(TimeoutError):
 class _BoundedPool:
     """The pool of one node's connections (mixed into geventhttpclient's plain and TLS pools).
 
-    A request's deadline (a gevent Timeout raising ``RequestTimeout``) may interrupt any wait in here: while the
+    A request's deadline (``RequestTimeout``, thrown in by ``_Deadlines``) may interrupt any wait in here: while the
     request waits for a free connection or for the node's address, that becomes ``PoolTimeout``; while it connects,
     it stays a timeout of the node. Either way nothing leaks: the pool slot is given back and the socket closed.
     """
 
     _resolved: tuple[float, list] | None = None  # (look up again after, getaddrinfo's answer)
     _lookup: gevent.Greenlet | None = None  # the lookup under way, which every request that needs it waits for
+    _idle: deque[tuple[float, Any]]  # (returned at, connection), the last returned on the right: used first
 
     def get_socket(self) -> Any:
         try:
@@ -67,10 +80,10 @@ class _BoundedPool:
         try:
             if self._closed:
                 raise RuntimeError("connection pool closed")
-            queue = self._socket_queue
-            while queue.qsize():
-                sock = queue.get(block=False)
-                if _idle_and_open(sock):
+            idle = self._idle
+            while idle:
+                returned, sock = idle.pop()
+                if _monotonic() - returned < FRESH_SECONDS or _idle_and_open(sock):
                     if PROCESS.busy:
                         # Let the other greenlets run before this one sends, as geventhttpclient's own check (gevent's
                         # select) always does: at overload, requests then go out in batches, each waking the server
@@ -78,7 +91,7 @@ class _BoundedPool:
                         try:
                             gevent.sleep(0)
                         except BaseException as e:
-                            queue.put(sock)  # still good, never used
+                            idle.append((returned, sock))  # still good, never used
                             if isinstance(e, RequestTimeout):
                                 raise self._pool_timeout("this process had no time to send it") from None
                             raise
@@ -92,6 +105,19 @@ class _BoundedPool:
         except BaseException:
             self._semaphore.release()
             raise
+
+    def return_socket(self, sock: Any) -> None:
+        if self._closed:
+            sock.close()
+            return
+        self._idle.append((_monotonic(), sock))
+        self._semaphore.release()
+
+    def close(self) -> None:
+        self._closed = True
+        idle = self._idle
+        while idle:
+            idle.pop()[1].close()
 
     def _pool_timeout(self, why: str) -> PoolTimeout:
         return PoolTimeout(
@@ -168,6 +194,66 @@ class _TLSPool(_BoundedPool, SSLConnectionPool):
     pass
 
 
+class _Deadlines:
+    """The deadlines of every request of one timeout, on one timer.
+
+    One timeout means deadlines come in the order the requests started: a queue, whose first entry still in flight
+    is the next to expire. A request adds an entry when it starts and clears it when it ends (no timer is touched);
+    the timer is armed for the first entry, and when it fires, the entries of requests that ended are dropped, those
+    past their deadline get ``RequestTimeout`` thrown in (as gevent's Timeout does: the greenlet waits in a gevent
+    call, since only the hub runs now), and the timer is armed for the next. A gevent Timeout per request would add a
+    libev timer start and stop to every request.
+    """
+
+    # stands for the timer while expired entries are handled, so that a request started meanwhile arms no other
+    _ARMING = object()
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._pending: deque[list[Any]] = deque()  # [deadline, the request's greenlet or None once it ended]
+        self._timer: Any = None
+
+    def start(self) -> list[Any]:
+        """The deadline of a request that starts now, in the current greenlet; clear it with ``entry[1] = None``."""
+        entry = [_monotonic() + self.seconds, getcurrent()]
+        pending = self._pending
+        while pending and pending[0][1] is None:  # requests that ended: gone now, not when the timer fires
+            pending.popleft()
+        pending.append(entry)
+        if self._timer is None:
+            self._arm(self.seconds)
+        return entry
+
+    def _arm(self, after: float) -> None:
+        timer = self._timer = get_hub().loop.timer(max(after, 0.0))
+        timer.start(self._expire, update=True)
+
+    def _expire(self) -> None:
+        self._timer.close()
+        self._timer = self._ARMING
+        pending = self._pending
+        try:
+            while pending:
+                entry = pending[0]
+                deadline, greenlet = entry
+                if greenlet is None:
+                    pending.popleft()
+                    continue
+                if deadline > _monotonic():
+                    break
+                pending.popleft()
+                entry[1] = None
+                if not greenlet.dead:
+                    greenlet.throw(RequestTimeout)  # returns here when that greenlet waits again
+        finally:
+            self._timer = None
+            if pending:
+                self._arm(pending[0][0] - _monotonic())
+
+
+_deadlines: dict[float, _Deadlines] = {}
+
+
 class _DeadlineClient(HTTPClient):
     """geventhttpclient's client for one node, whose every request ends within the timeout."""
 
@@ -176,18 +262,21 @@ class _DeadlineClient(HTTPClient):
         pool = self._connection_pool
         # geventhttpclient builds its pool itself; these subclasses only add methods, so the object can take them on
         pool.__class__ = _TLSPool if isinstance(pool, SSLConnectionPool) else _Pool
+        pool._idle = deque()
         self.timeout = pool.connection_timeout
 
     def request(self, method: str, request_uri: str, body: Any = b"", headers: Any = None) -> Any:
-        # a new Timeout for each request: gevent's timers cannot be restarted reliably (a restarted one fires early)
-        deadline = gevent.Timeout(self.timeout, RequestTimeout)
-        deadline.start()
+        timeout = self.timeout
+        deadlines = _deadlines.get(timeout)
+        if deadlines is None:
+            deadlines = _deadlines[timeout] = _Deadlines(timeout)
+        deadline = deadlines.start()
         try:
             response = super().request(method, request_uri, body=body, headers=headers)
             _read_body(response)
             return response
         finally:
-            deadline.close()
+            deadline[1] = None
 
 
 def _read_body(response: Any) -> None:
@@ -212,14 +301,28 @@ class SuiteClientPool(HTTPClientPool):
     """The clients (one per node) that all users of a process share: connections follow the requests in flight,
     and every request has one deadline, ``connection_timeout`` (the suite passes --request-timeout)."""
 
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        # (scheme, host:port as written) -> client: every request asks, and reading a URL's host and port parses its
+        # netloc again (urllib), about a microsecond per request
+        self._by_netloc: dict[tuple[str, str], HTTPClient] = {}
+
     def get_client(self, url: Any) -> HTTPClient:
         if not isinstance(url, URL):
             url = URL(url)
-        key = url.host, url.port
-        client = self.clients.get(key)
+        netloc = url.scheme, url.netloc
+        client = self._by_netloc.get(netloc)
         if client is None:
-            client = self.clients[key] = _DeadlineClient.from_url(url, **self.client_args)
+            key = url.host, url.port
+            client = self.clients.get(key)
+            if client is None:
+                client = self.clients[key] = _DeadlineClient.from_url(url, **self.client_args)
+            self._by_netloc[netloc] = client
         return client
+
+    def close(self) -> None:
+        self._by_netloc.clear()
+        super().close()
 
 
 _pools: weakref.WeakKeyDictionary[Any, dict[float, SuiteClientPool]] = weakref.WeakKeyDictionary()

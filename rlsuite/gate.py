@@ -39,8 +39,10 @@ class Gate:
     busy the process was (the share of the time it ran or waited for a CPU, ``busy_seconds``):
 
     - every user that sends was waiting for an answer at some moment (so a slot due then found none free) and the
-      process was busy less than ``SPARE_CPU`` of the time: they wait for the network (slow answers, a hung node),
-      not for this process, so more may send: as many more as slots went out late, at least half as many again;
+      process was busy less than ``SPARE_CPU`` of the time, at two looks in a row: they wait for the network (slow
+      answers, a hung node), not for this process, so more may send: as many more as slots went out late, at least
+      half as many again (one look is not enough: the one that spans the start of a burst sees CPU to spare, from
+      the steady stage before, and every user in flight; more users then would only cost the CPU the burst needs);
     - the process was busy more than ``BUSY_CPU`` of the time: more requests in flight would only queue for its
       CPU, so a quarter fewer send (never fewer than ``base``);
     - no slot was late and fewer than half of those allowed were in flight: the limit comes down to twice that.
@@ -59,6 +61,7 @@ class Gate:
         self.in_flight = 0
         self.peak = 0  # most requests in flight since the last look
         self.late = 0  # slots taken late since the last look
+        self._waiting = False  # at the last look, every user that sends was waiting for an answer, with CPU to spare
         self._parked: deque[PacedUser] = deque()
         self._controller: gevent.Greenlet | None = None
 
@@ -115,8 +118,10 @@ class Gate:
         peak, self.peak = self.peak, self.in_flight
         PROCESS.busy = busy > SPARE_CPU
         limit = self.limit
-        if peak >= self.active and busy < SPARE_CPU:
-            limit += max(late, limit // 2)
+        waiting, self._waiting = self._waiting, peak >= self.active and busy < SPARE_CPU
+        if self._waiting:
+            if waiting:  # twice in a row: a look that spans a burst's start sees spare CPU and every user in flight
+                limit += max(late, limit // 2)
         elif busy > BUSY_CPU:
             limit -= limit // 4
         elif not late and peak < limit // 2:

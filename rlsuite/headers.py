@@ -174,6 +174,13 @@ def judge_fields(
     return Fields(tuple(findings), r, t, tuple(advertised))
 
 
+_has = dict.__contains__  # Headers is a dict of lower-cased names (its own __contains__ lower-cases again)
+
+
+def _has_quota_fields(headers: Headers) -> bool:
+    return _has(headers, "ratelimit-policy") or _has(headers, "ratelimit") or _has(headers, "x-ratelimit-limit")
+
+
 def _fast_get(headers: Any) -> Any:
     """A field getter for an answer's headers. geventhttpclient's Headers is a dict of lower-cased names to (name,
     value) entries, and its own get() raises and catches KeyError for every absent field, which is most of them
@@ -203,6 +210,8 @@ class HeaderChecker:
     def check(
         self, headers: Any, limited: bool, node: str, key: int, start: float, answered: float, found: Any
     ) -> None:
+        if not limited and type(headers) is Headers and not _has_quota_fields(headers):
+            return  # an admission without quota fields (nginx's limit_req sends none): nothing to judge
         get = _fast_get(headers)
         if limited:
             retry_after = get("Retry-After")
@@ -210,10 +219,12 @@ class HeaderChecker:
                 found("retry_after_missing", node, "a limited answer without Retry-After")
             elif not retry_after_ok(retry_after):
                 found("retry_after_malformed", node, f"Retry-After: {retry_after}")
-        x_limit = get("X-RateLimit-Limit")
+        policy, ratelimit, x_limit = get("RateLimit-Policy"), get("RateLimit"), get("X-RateLimit-Limit")
+        if policy is None and ratelimit is None and x_limit is None:
+            return  # no quota fields at all: nothing else to judge
         fields = judge_fields(
-            get("RateLimit-Policy"),
-            get("RateLimit"),
+            policy,
+            ratelimit,
             x_limit,
             None if x_limit is None else get("X-RateLimit-Remaining"),
             None if x_limit is None else get("X-RateLimit-Reset"),

@@ -17,9 +17,9 @@ from typing import Any
 from gevent import get_hub
 from gevent.event import Event
 from gevent.hub import Waiter
-from gevent.lock import Semaphore
 
 from rlsuite import options
+from rlsuite.connections import PROCESS
 from rlsuite.options import Option
 from rlsuite.plan import Plan, Progress
 from rlsuite.targets import Node
@@ -76,6 +76,59 @@ class Slot:
         self.headers = headers  # the key header, or None when no key is sent
 
 
+class Turn:
+    """The right to wait for the next slot: one user at a time holds it, the others queue.
+
+    A user that finds the turn free takes it, even when others queue (as with gevent's Semaphore): under load the
+    user whose request was just answered takes the next slot without a switch to another greenlet, which kept the
+    rate at 9,000/s on one core where a strict hand-over fell to 0.89-0.98 of it. Of those queued, one is woken when
+    the turn comes free. With CPU to spare, the last to queue is woken: its greenlet ran just now, so
+    last-in-first-out keeps only as many users cycling as the requests in flight need, their stacks warm in the
+    CPU's caches, where first-in-first-out would cycle through every waiting user (about 3% more CPU per request at
+    4,000/s, bench/OVERLOAD.md section 2). When the process is short of CPU (``PROCESS.busy``), the first to queue is
+    woken, so that every user takes a slot before any sends again and the requests go out in batches (see
+    ``_BoundedPool.get_socket``).
+    """
+
+    __slots__ = ("_held", "_waiting", "_woken")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: list[Waiter] = []
+        self._woken: Waiter | None = None  # the queued user woken for a free turn, until it looked
+
+    def __enter__(self) -> None:
+        if not self._held:
+            self._held = True
+            return
+        while True:
+            waiter = Waiter()
+            self._waiting.append(waiter)
+            try:
+                waiter.get()  # switched to from the hub: the turn was free then
+            except BaseException:  # killed while queued (Locust stops users this way)
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                elif self._woken is waiter:
+                    self._woken = None
+                    self._wake()  # it was woken for a free turn: another may take it
+                raise
+            self._woken = None
+            if not self._held:
+                self._held = True
+                return
+            # a user back from its request took it meanwhile: queue again
+
+    def __exit__(self, *_: object) -> None:
+        self._held = False
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting and self._woken is None and not self._held:
+            waiter = self._woken = self._waiting.pop(0 if PROCESS.busy else -1)
+            get_hub().loop.run_callback(waiter.switch, None)
+
+
 class Pacer:
     """Hands out this process's slots, each at its due time, to whichever user asks next.
 
@@ -110,9 +163,10 @@ class Pacer:
         self._closed: tuple[str, int] | None = None  # (epoch, run id) this process stopped: its plans are refused
         self._final = False  # this process quits: every plan is refused
         self.taken = 0  # slots handed to users (not dropped) since the process started: the in-flight count's base
-        self._turn = Semaphore()
+        self._turn = Turn()
         self._changed = Event()
         self._waiter: Waiter | None = None  # the timed wait for the next slot under way, woken by a change of plan
+        self._nodes: tuple[tuple[Node, str], ...] = ()  # the plan's nodes, each with its request URL
 
     def apply(self, plan: Plan) -> bool:
         """Adopt ``plan`` unless a newer one of the same master was seen, or its run was closed here. Returns True
@@ -135,6 +189,9 @@ class Pacer:
         self.run = run
         self.plan = plan
         self._grants = [[s, e, i, c, max(s, done.get((s, i, c), s))] for s, e, i, c in plan.grants]
+        if current is None or current.targets is not plan.targets:
+            targets = plan.targets
+            self._nodes = tuple((node, targets.url(node)) for node in targets.nodes)
         self._on_adopt(plan)
         if (
             current is None
@@ -248,12 +305,14 @@ class Pacer:
                 grant[4] = number + 1
                 self.last = number
                 self.taken += 1
-                targets = plan.targets
-                index = number % len(targets.nodes)
-                node = targets.nodes[index]
-                key = targets.key_index(number)
-                headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
-                return Slot(number, at, mode, node, targets.url(node), key, headers, index)
+                nodes = self._nodes
+                index = number % len(nodes)
+                node, url = nodes[index]
+                keys = plan.targets.api_keys
+                if keys:
+                    key = plan.targets.key_index(number)
+                    return Slot(number, at, mode, node, url, key, {plan.targets.api_key_header: keys[key]}, index)
+                return Slot(number, at, mode, node, url, 0, None, index)
 
     def _drop_late(
         self, plan: Plan, grant: list[int], number: int, mode: str, stage: int, now: float

@@ -112,6 +112,7 @@ class PacedUser(FastHttpUser):
                 return
             if time.time() - slot.due > LATE_SECONDS:
                 gate.late += 1
+                PROCESS.busy = True  # behind already (a burst began): batch the sends now, not at the gate's next look
             in_flight = gate.in_flight = gate.in_flight + 1
             if in_flight > gate.peak:
                 gate.peak = in_flight

@@ -21,7 +21,7 @@ import pytest
 from geventhttpclient.useragent import RetriesExceeded
 
 from rlsuite.classify import POOL_TIMEOUT, TIMEOUT, PoolTimeout, error_kind
-from rlsuite.connections import PROCESS, RequestTimeout, SuiteClientPool
+from rlsuite.connections import FRESH_SECONDS, PROCESS, RequestTimeout, SuiteClientPool, _Deadlines
 from rlsuite.gate import BASE_ACTIVE, Gate
 from tests.support import ROOT, Proc, demo_cluster, finish, locust_args, nodes, running, sample_sum, scrape
 
@@ -31,7 +31,8 @@ DURATION = "rlsuite_request_duration_seconds"
 INTENDED = "rlsuite_intended_latency_seconds"
 
 # A server that accepts connections and reads requests, then answers each one slowly: ``drip`` sends the status
-# line and headers at once and the body one byte every 0.2 s; ``hang`` never answers.
+# line and headers at once and the body one byte every 0.2 s; ``hang`` never answers; ``close`` answers at once and
+# closes the connection, though HTTP/1.1 keeps it open unless the answer says otherwise.
 TARPIT = r"""
 import socket, sys, threading, time
 mode = sys.argv[1]
@@ -45,6 +46,9 @@ def serve(conn):
     with conn:
         try:
             while conn.recv(65536):
+                if mode == "close":  # answers, then closes the keep-alive connection without saying so
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    return
                 if mode == "drip":
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
                     for _ in range(50):
@@ -138,6 +142,49 @@ def test_a_request_waiting_for_a_pooled_connection_fails_as_pool_timeout_within_
     assert semaphore.counter == 1  # nothing leaked: the pool's one slot is free again
 
 
+def test_every_request_ends_at_its_own_deadline_though_all_share_one_timer():
+    # 12 requests, one every 30 ms: the odd ones are answered after 50 ms, the even ones never
+    deadlines = _Deadlines(0.2)
+    ended: dict[int, tuple[str, float]] = {}
+
+    def request(i: int, answer_after: float) -> None:
+        entry = deadlines.start()
+        started = time.perf_counter()
+        try:
+            gevent.sleep(answer_after)
+            ended[i] = ("answered", time.perf_counter() - started)
+        except RequestTimeout:
+            ended[i] = ("timeout", time.perf_counter() - started)
+        finally:
+            entry[1] = None
+
+    gevent.joinall([gevent.spawn_later(i * 0.03, request, i, 0.05 if i % 2 else 60.0) for i in range(12)], timeout=5)
+    assert sorted(ended) == list(range(12))
+    for i, (how, seconds) in ended.items():
+        if i % 2:
+            assert how == "answered" and seconds < 0.15
+        else:
+            assert how == "timeout" and 0.2 <= seconds < 0.3  # its own deadline, plus the event loop's turn
+    assert not deadlines._pending  # nothing kept once every request ended
+
+
+def test_a_connection_the_node_closed_is_not_used_again():
+    # the node closes every connection after its answer: a request whose pooled connection sat idle for longer than
+    # FRESH_SECONDS finds it closed and opens another; one sent right after the last answer uses it, finds it closed
+    # before any answer and is sent again on a new one (geventhttpclient's retry for a GET): none of them fails
+    with tarpit("close") as url:
+        pool = SuiteClientPool(concurrency=10, connection_timeout=2.0, network_timeout=None)
+        client = pool.get_client(url + "/")
+        statuses = [client.request("GET", "/").status_code]
+        gevent.sleep(FRESH_SECONDS + 0.05)
+        statuses.append(client.request("GET", "/").status_code)
+        statuses.append(client.request("GET", "/").status_code)
+        idle = len(client._connection_pool._idle)
+        pool.close()
+    assert statuses == [200, 200, 200]
+    assert idle == 1
+
+
 @pytest.mark.integration
 def test_a_slowly_answering_node_times_out_at_the_deadline_with_its_body(tmp_path):
     # the body comes one byte every 0.2 s: every read is quick, the whole answer would take 10 s; per-read timeouts
@@ -210,7 +257,10 @@ def test_the_gate_lets_more_users_send_only_while_they_all_wait_for_answers_and_
     gate = Gate(base=100)
     gate.users, gate.active = 5000, 100
     gate.peak, gate.late = 100, 300  # every sending user was waiting for an answer, 300 slots went out late
-    gate.step(busy=0.5)  # and the process had time: they wait for the network
+    gate.step(busy=0.5)  # and the process had time: perhaps a burst began, perhaps they wait for the network
+    assert gate.limit == 100
+    gate.peak, gate.late = 100, 300
+    gate.step(busy=0.5)  # again: they wait for the network
     assert gate.limit == 400
     gate.active, gate.peak, gate.late = 400, 400, 10
     gate.step(busy=0.5)
@@ -231,6 +281,8 @@ def test_the_gate_lets_more_users_send_only_while_they_all_wait_for_answers_and_
     gate.step(busy=0.3)  # nothing late, few in flight: back down (to twice the peak, at least the base)
     assert gate.limit == 100
     gate.users, gate.active, gate.peak, gate.late = 250, 100, 100, 10_000
+    gate.step(busy=0.1)
+    gate.active, gate.peak, gate.late = 100, 100, 10_000
     gate.step(busy=0.1)
     assert gate.limit == 250  # never more than there are users
 

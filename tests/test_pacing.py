@@ -1,9 +1,10 @@
 import dataclasses
 
+import gevent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlsuite.pacing import Pacer
+from rlsuite.pacing import Pacer, Turn
 from rlsuite.plan import UNBOUNDED, Ledger, Plan, count_in, first_in
 from rlsuite.schedule import BURST, STEADY, Schedule
 from rlsuite.targets import Targets, parse_nodes
@@ -393,3 +394,22 @@ def test_plan_messages_round_trip_in_full_or_as_grants_only():
     )
     assert Plan.from_message(grants_only) is None  # no plan of that run here yet: the next full message brings it
     assert Plan.from_message(grants_only, current=plan(run_id=2)) is None
+
+
+def test_the_turn_goes_to_the_user_that_queued_last_and_not_to_one_killed_while_queued():
+    turn = Turn()
+    order: list[str] = []
+
+    def user(name: str) -> None:
+        with turn:
+            order.append(name)
+            gevent.sleep(0.01)  # waits for its slot, holding the turn
+
+    first = gevent.spawn(user, "first")
+    gevent.sleep(0)  # first holds the turn
+    queued = {name: gevent.spawn(user, name) for name in ("a", "b", "c", "d")}
+    gevent.sleep(0)  # a, b, c, d queue in that order
+    queued["c"].kill()  # Locust stops a user that waits for the turn
+    gevent.joinall([first, *queued.values()], timeout=2)
+    assert order == ["first", "d", "b", "a"]
+    assert not turn._held and not turn._waiting  # free again

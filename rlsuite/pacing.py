@@ -85,7 +85,7 @@ class Turn:
     the turn comes free. With CPU to spare, the last to queue is woken: its greenlet ran just now, so
     last-in-first-out keeps only as many users cycling as the requests in flight need, their stacks warm in the
     CPU's caches, where first-in-first-out would cycle through every waiting user (about 3% more CPU per request at
-    4,000/s, bench/OVERLOAD.md section 2). When the process is short of CPU (``PROCESS.busy``), the first to queue is
+    4,000/s: bench/OVERLOAD.md, notes). When the process is short of CPU (``PROCESS.busy``), the first to queue is
     woken, so that every user takes a slot before any sends again and the requests go out in batches (see
     ``_BoundedPool.get_socket``).
     """

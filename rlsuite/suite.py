@@ -28,7 +28,7 @@ from typing import Any
 
 import gevent
 
-from rlsuite import exporter, policy, report, schedule, targets, webui
+from rlsuite import exporter, heap, policy, report, schedule, targets, webui
 from rlsuite import verdict as verdict_module
 from rlsuite.conductor import REPORT_SECONDS, Conductor, default_users, tune_locust_timers
 from rlsuite.config import add_arguments, check_options
@@ -310,6 +310,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> Non
         _init_master(suite, runner)
     else:
         events.request.add_listener(suite.recorder.on_request)  # standalone: it sends and counts its own requests
+        heap.register(events)
     events.test_stop.add_listener(suite.on_test_stop)
     events.quitting.add_listener(suite.on_quitting)
 
@@ -326,6 +327,7 @@ def _init_worker(suite: Suite, runner: Any) -> None:
     # dropped; asking once the handler is in place gets it at once (the master also resends every tick).
     runner.send_message(READY)
     events.request.add_listener(suite.recorder.on_request)
+    heap.register(events)
     events.report_to_master.add_listener(link.on_report_to_master)
     events.quitting.add_listener(link.on_worker_quitting)
 

@@ -7,6 +7,7 @@ answers slowly or not at all), every run bounded in time, stopped by PID.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
@@ -20,6 +21,7 @@ import gevent
 import pytest
 from geventhttpclient.useragent import RetriesExceeded
 
+from rlsuite import heap
 from rlsuite.classify import POOL_TIMEOUT, TIMEOUT, PoolTimeout, error_kind
 from rlsuite.connections import FRESH_SECONDS, PROCESS, RequestTimeout, SuiteClientPool, _Deadlines
 from rlsuite.gate import BASE_ACTIVE, Gate
@@ -285,6 +287,21 @@ def test_the_gate_lets_more_users_send_only_while_they_all_wait_for_answers_and_
     gate.active, gate.peak, gate.late = 100, 100, 10_000
     gate.step(busy=0.1)
     assert gate.limit == 250  # never more than there are users
+
+
+def test_a_run_s_users_are_out_of_the_collector_s_sight_until_it_stops():
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    heap.on_spawned()  # spawning_complete
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # everything of this moment, the users with it
+        made_after = [[i] for i in range(100)]
+        seen = gc.get_objects()  # what the collector still looks at: only what was made since
+        assert len(seen) < frozen // 10 and any(o is made_after[0] for o in seen)
+    finally:
+        heap.on_stopped()  # test_stop
+    assert gc.get_freeze_count() == 0
 
 
 def test_with_few_users_all_of_them_send(monkeypatch):

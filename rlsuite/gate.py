@@ -111,6 +111,12 @@ class Gate:
             self.active += 1
             user._wake.set()
 
+    def took_late(self) -> None:
+        """A user took a slot late: counted for the next look, and the sends are batched from now on (behind
+        already, as when a burst began), not only from the next look (see ``step``)."""
+        self.late += 1
+        PROCESS.busy = True
+
     def step(self, busy: float) -> None:
         """One look: adjust the limit from the requests in flight, the slots taken late and how busy the process was
         since the last one."""

@@ -166,7 +166,6 @@ class Pacer:
         self._turn = Turn()
         self._changed = Event()
         self._waiter: Waiter | None = None  # the timed wait for the next slot under way, woken by a change of plan
-        self._nodes: tuple[tuple[Node, str], ...] = ()  # the plan's nodes, each with its request URL
 
     def apply(self, plan: Plan) -> bool:
         """Adopt ``plan`` unless a newer one of the same master was seen, or its run was closed here. Returns True
@@ -189,9 +188,6 @@ class Pacer:
         self.run = run
         self.plan = plan
         self._grants = [[s, e, i, c, max(s, done.get((s, i, c), s))] for s, e, i, c in plan.grants]
-        if current is None or current.targets is not plan.targets:
-            targets = plan.targets
-            self._nodes = tuple((node, targets.url(node)) for node in targets.nodes)
         self._on_adopt(plan)
         if (
             current is None
@@ -305,14 +301,11 @@ class Pacer:
                 grant[4] = number + 1
                 self.last = number
                 self.taken += 1
-                nodes = self._nodes
-                index = number % len(nodes)
-                node, url = nodes[index]
-                keys = plan.targets.api_keys
-                if keys:
-                    key = plan.targets.key_index(number)
-                    return Slot(number, at, mode, node, url, key, {plan.targets.api_key_header: keys[key]}, index)
-                return Slot(number, at, mode, node, url, 0, None, index)
+                targets = plan.targets
+                index = number % len(targets.nodes)
+                key = targets.key_index(number)
+                headers = {targets.api_key_header: targets.api_keys[key]} if targets.api_keys else None
+                return Slot(number, at, mode, targets.nodes[index], targets.urls[index], key, headers, index)
 
     def _drop_late(
         self, plan: Plan, grant: list[int], number: int, mode: str, stage: int, now: float

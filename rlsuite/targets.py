@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,8 +74,10 @@ class Targets:
     api_keys: tuple[str, ...] = ()  # empty: no key header
     api_key_header: str = "X-Api-Key"
 
-    def url(self, node: Node) -> str:
-        return node.url + self.path
+    @cached_property
+    def urls(self) -> tuple[str, ...]:
+        """The request URL of each node, in node order (read for every slot, so made once)."""
+        return tuple(node.url + self.path for node in self.nodes)
 
     @property
     def partitions(self) -> int:

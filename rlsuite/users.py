@@ -111,8 +111,7 @@ class PacedUser(FastHttpUser):
                 changed.wait(1.0)
                 return
             if time.time() - slot.due > LATE_SECONDS:
-                gate.late += 1
-                PROCESS.busy = True  # behind already (a burst began): batch the sends now, not at the gate's next look
+                gate.took_late()
             in_flight = gate.in_flight = gate.in_flight + 1
             if in_flight > gate.peak:
                 gate.peak = in_flight

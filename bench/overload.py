@@ -3,7 +3,8 @@ timeout, and CPU per request at a fixed rate; the suite side by side with plain 
 
 1. Overload: the suite with the options a user would run, `--steady-rps 15000 --burst-duration 0` (far beyond one
    core; everything that shapes the load is default: -u from the formula, --max-send-delay 1, --request-timeout 2)
-   vs a plain FastHttpUser with 100 users and no wait (bench/plain_locustfile.py). Requests/s per core (generator
+   vs a plain FastHttpUser with 100 users and no wait (bench/plain_locustfile.py), and with 50, as many as the
+   suite lets send (hand-picked). Requests/s per core (generator
    pinned to one CPU, the target to the other) and, from the suite's runs, the largest latencies: Locust's max
    response time, the suite's own (service and from the intended send time) against --request-timeout and
    --max-send-delay, and failures by kind (``pool_timeout``).
@@ -62,6 +63,7 @@ DEFAULT_OUT = BENCH / "OVERLOAD.md"
 
 OVERLOAD_RPS = 15000.0  # beyond what one core can send
 PLAIN_USERS = 100
+PLAIN_FEW_USERS = 50  # as many as the suite's gate lets send at first (rlsuite.gate.BASE_ACTIVE)
 FIXED_RPS = 4000.0
 PACED_USERS, PACED_USER_RPS = 100, 40.0  # 100 x 40/s = FIXED_RPS
 NODES = 3  # the default -u formula depends on it: peak x (0.05 + timeout / nodes)
@@ -213,16 +215,20 @@ def overload(r: Results, s: Settings, urls: list[str], pin: list[str], tmp: Path
 
         return go
 
-    def plain() -> None:
-        args = ["-t", f"{s.overload_seconds + 1}s", "-H", urls[0], "-u", str(PLAIN_USERS), "-r", "1000"]
-        res = run_sampled([PLAIN, PROBE], args, pin, tmp, 120)
-        record("plain", res, res.per_sec("locust"), *plain_window(res, *_ov(s)))
+    def plain(name: str, users: int) -> Any:
+        def go() -> None:
+            args = ["-t", f"{s.overload_seconds + 1}s", "-H", urls[0], "-u", str(users), "-r", "1000"]
+            res = run_sampled([PLAIN, PROBE], args, pin, tmp, 120)
+            record(name, res, res.per_sec("locust"), *plain_window(res, *_ov(s)))
 
-    steps = [("suite", suite("suite", r.suite)), ("plain", plain)]
+        return go
+
+    steps = [("suite", suite("suite", r.suite)), ("plain", plain("plain", PLAIN_USERS))]
     if r.baseline:
         steps.insert(1, ("baseline", suite("baseline", r.baseline)))
     if not s.smoke:
         steps.append(("nodrop", suite("nodrop", r.suite, "--max-send-delay", "0")))
+        steps.append(("plainfew", plain("plainfew", PLAIN_FEW_USERS)))
     _alternate(r, s, "overload", steps)
 
 
@@ -315,6 +321,7 @@ LABELS = {
     "baseline": "suite (--baseline-root), default options",
     "nodrop": "suite, --max-send-delay 0 (hand-picked: no slot dropped)",
     "plain": f"plain FastHttpUser, {PLAIN_USERS} users, no wait",
+    "plainfew": f"plain FastHttpUser, {PLAIN_FEW_USERS} users, no wait (hand-picked: as many as the suite lets send)",
     "paced": f"plain FastHttpUser, {PACED_USERS} users x constant_throughput({PACED_USER_RPS:g})",
 }
 
@@ -390,6 +397,13 @@ def render(r: Results, command: str) -> str:
             f"- suite with --max-send-delay 0 / plain: {_ratio(ov['nodrop'], ov['plain'])} in requests/s, "
             f"{_ratio(pc['nodrop'], pc['plain'])} per CPU-second (every slot sent, however late; the "
             "default drops those more than 1 s late, in Pacer.next_slot)."
+        )
+    if "plainfew" in ov and "plain" in ov:
+        out.append(
+            f"- suite / plain with {PLAIN_FEW_USERS} users: {_ratio(ov['suite'], ov['plainfew'])} in requests/s, "
+            f"{_ratio(pc['suite'], pc['plainfew'])} per CPU-second; plain with {PLAIN_FEW_USERS} users / with "
+            f"{PLAIN_USERS}: {_ratio(ov['plainfew'], ov['plain'])} in requests/s (fewer requests in flight cost "
+            "less per request on a busy core, for plain Locust too)."
         )
     out += [
         "",

@@ -2,10 +2,10 @@
 
 -u is the most requests in flight (by default enough for one hung node); those users all exist, but only
 ``BASE_ACTIVE`` per process take slots at first. Beyond a few dozen requests in flight a process sends no more, only
-slower (more greenlets and connections to switch between), so the rest wait parked, costing memory only. The gate
-lets more of them take slots while all that send are waiting for answers and the process has CPU to spare: they wait
-for the network (a slow or hung node), not for this process; and lets them park again when the process is busy or
-they are idle.
+slower (more greenlets and connections to switch between: on a busy core, 100 in flight sent fewer requests a second
+than 50, bench/OVERLOAD.md), so the rest wait parked, costing memory only. The gate lets more of them take slots
+while all that send are waiting for answers and the process has CPU to spare: they wait for the network (a slow or
+hung node), not for this process; and lets them park again when the process is busy or they are idle.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rlsuite.connections import PROCESS
 if TYPE_CHECKING:
     from rlsuite.users import PacedUser
 
-BASE_ACTIVE = 100  # users per process that take slots at first: more in flight do not send more (bench/overload.py)
+BASE_ACTIVE = 50  # users per process that take slots at first (more in flight send less on a busy core)
 GATE_INTERVAL = 0.1  # seconds between the gate's looks at the process
 SPARE_CPU = 0.9  # busy less than this share of the time, the process has room for more requests in flight
 BUSY_CPU = 0.97  # busy more, more requests in flight only wait longer for this process: fewer users send

@@ -292,14 +292,20 @@ def test_the_gate_lets_more_users_send_only_while_they_all_wait_for_answers_and_
 def test_a_run_s_users_are_out_of_the_collector_s_sight_until_it_stops():
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    made_at_first_run = []
+    # The last user spawned: its greenlet makes its task set when it first runs, after spawning_complete.
+    last_user = gevent.spawn(lambda: made_at_first_run.extend([i] for i in range(100)) or gevent.sleep(10))
     heap.on_spawned()  # spawning_complete
     try:
+        gevent.sleep(0)  # the loop runs the user, then the freeze
         frozen = gc.get_freeze_count()
         assert frozen > 10_000  # everything of this moment, the users with it
         made_after = [[i] for i in range(100)]
         seen = gc.get_objects()  # what the collector still looks at: only what was made since
         assert len(seen) < frozen // 10 and any(o is made_after[0] for o in seen)
+        assert len(made_at_first_run) == 100 and not any(o is made_at_first_run[0] for o in seen)
     finally:
+        last_user.kill()
         heap.on_stopped()  # test_stop
     assert gc.get_freeze_count() == 0
 
@@ -318,7 +324,7 @@ def test_with_few_users_all_of_them_send(monkeypatch):
 @pytest.mark.integration
 def test_a_hung_node_does_not_starve_pacing_when_only_some_users_send(tmp_path):
     # 1200/s over 3 nodes, --request-timeout 0.5: the default users are 1200 x (0.05 + 0.5 / 3) = 260, of which
-    # BASE_ACTIVE (100) send at first. While a node hangs, 400/s wait 0.5 s each for it: 200 requests in flight
+    # BASE_ACTIVE (50) send at first. While a node hangs, 400/s wait 0.5 s each for it: 200 requests in flight
     # there alone, so more users must send or the healthy nodes' slots wait and are dropped (662 were, with the
     # gate's growth switched off).
     assert 1200 * 0.5 / 3 > BASE_ACTIVE

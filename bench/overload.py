@@ -4,10 +4,9 @@ timeout, and CPU per request at a fixed rate; the suite side by side with plain 
 1. Overload: the suite with the options a user would run, `--steady-rps 15000 --burst-duration 0` (far beyond one
    core; everything that shapes the load is default: -u from the formula, --max-send-delay 1, --request-timeout 2)
    vs a plain FastHttpUser with 100 users and no wait (bench/plain_locustfile.py), and with 50, as many as the
-   suite lets send (hand-picked). Requests/s per core (generator
-   pinned to one CPU, the target to the other) and, from the suite's runs, the largest latencies: Locust's max
-   response time, the suite's own (service and from the intended send time) against --request-timeout and
-   --max-send-delay, and failures by kind (``pool_timeout``).
+   suite lets send (hand-picked). Requests/s per core (generator pinned to one CPU, the target to the other) and,
+   from the suite's runs, the largest latencies: Locust's max response time, the suite's own (service and from the
+   intended send time) against --request-timeout and --max-send-delay, and failures by kind (``pool_timeout``).
 2. CPU per request at a fixed rate: the suite at `--steady-rps 4000 --burst-duration 0` (defaults) vs a plain
    FastHttpUser paced by Locust's `constant_throughput` (100 users x 40/s, bench/paced_locustfile.py): CPU seconds
    of the generator process over the measured seconds / requests Locust counted in them.

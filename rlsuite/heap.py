@@ -16,16 +16,25 @@ from typing import Any
 
 from gevent import get_hub
 
+_pending: list[Any] = []  # the freeze queued and not run yet (a run stopped at once must not freeze after its stop)
+
+
+def _freeze() -> None:
+    _pending.clear()
+    gc.freeze()
+
 
 def on_spawned(**_: Any) -> None:
     # The last users spawned have not run yet: each makes its task set (and its bound methods, its task queue) when
     # its greenlet first runs, and then parks or waits for a slot. A callback queued now runs after those first runs
     # (the loop runs its callbacks in order), so they are frozen too: ~37,000 objects otherwise scanned at every full
     # collection.
-    get_hub().loop.run_callback(gc.freeze)
+    _pending.append(get_hub().loop.run_callback(_freeze))
 
 
 def on_stopped(**_: Any) -> None:
+    while _pending:
+        _pending.pop().stop()
     gc.unfreeze()
 
 

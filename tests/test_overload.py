@@ -310,6 +310,14 @@ def test_a_run_s_users_are_out_of_the_collector_s_sight_until_it_stops():
     assert gc.get_freeze_count() == 0
 
 
+def test_a_run_stopped_before_its_freeze_ran_leaves_nothing_frozen():
+    gc.unfreeze()
+    heap.on_spawned()  # spawning_complete
+    heap.on_stopped()  # test_stop, in the same turn of the loop
+    gevent.sleep(0)  # the queued freeze would have run here
+    assert gc.get_freeze_count() == 0
+
+
 def test_with_few_users_all_of_them_send(monkeypatch):
     monkeypatch.setattr(PROCESS, "busy", False)
     gate = Gate(base=BASE_ACTIVE)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gevent
+import gevent.select
 import pytest
 from geventhttpclient.useragent import RetriesExceeded
 
@@ -178,7 +179,10 @@ def test_a_connection_the_node_closed_is_not_used_again():
         pool = SuiteClientPool(concurrency=10, connection_timeout=2.0, network_timeout=None)
         client = pool.get_client(url + "/")
         statuses = [client.request("GET", "/").status_code]
-        gevent.sleep(FRESH_SECONDS + 0.05)
+        idle_socks = client._connection_pool._idle
+        returned, sock = idle_socks[-1]
+        assert gevent.select.select([sock], [], [], 2.0)[0]  # the node's close has arrived
+        idle_socks[-1] = (returned - FRESH_SECONDS, sock)  # and the connection is older than FRESH_SECONDS
         statuses.append(client.request("GET", "/").status_code)
         statuses.append(client.request("GET", "/").status_code)
         idle = len(client._connection_pool._idle)

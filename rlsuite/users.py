@@ -26,6 +26,7 @@ import time
 import gevent
 from gevent.event import Event
 
+from rlsuite import cookies
 from rlsuite.classify import success_statuses
 from rlsuite.connections import PROCESS, shared_pool
 from rlsuite.gate import LATE_SECONDS, gate_of
@@ -66,6 +67,7 @@ class PacedUser(FastHttpUser):
         self.client_pool = shared_pool(environment, float(opts.request_timeout))
         super().__init__(environment)
         self.client.client.valid_response_codes = success_statuses(parse_statuses(opts.rejection_statuses))
+        cookies.install(self.client)
         self._pacer = suite.pacer
         self._gate = gate_of(environment)
         self._active = False  # allowed by the gate to take slots

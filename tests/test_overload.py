@@ -7,6 +7,9 @@ answers slowly or not at all), every run bounded in time, stopped by PID.
 
 from __future__ import annotations
 
+from locust.contrib.fasthttp import FastHttpSession
+from locust.env import Environment
+
 import gc
 import json
 import re
@@ -22,7 +25,7 @@ import gevent.select
 import pytest
 from geventhttpclient.useragent import RetriesExceeded
 
-from rlsuite import heap
+from rlsuite import cookies, heap
 from rlsuite.classify import POOL_TIMEOUT, TIMEOUT, PoolTimeout, error_kind
 from rlsuite.connections import FRESH_SECONDS, PROCESS, RequestTimeout, SuiteClientPool, _Deadlines
 from rlsuite.gate import BASE_ACTIVE, Gate
@@ -35,7 +38,8 @@ INTENDED = "rlsuite_intended_latency_seconds"
 
 # A server that accepts connections and reads requests, then answers each one slowly: ``drip`` sends the status
 # line and headers at once and the body one byte every 0.2 s; ``hang`` never answers; ``close`` answers at once and
-# closes the connection, though HTTP/1.1 keeps it open unless the answer says otherwise.
+# closes the connection, though HTTP/1.1 keeps it open unless the answer says otherwise; ``cookie`` sets a session
+# cookie on a request that has none and answers whether the request carried it.
 TARPIT = r"""
 import socket, sys, threading, time
 mode = sys.argv[1]
@@ -48,7 +52,12 @@ print("READY http://127.0.0.1:%d" % server.getsockname()[1], flush=True)
 def serve(conn):
     with conn:
         try:
-            while conn.recv(65536):
+            while request := conn.recv(65536):
+                if mode == "cookie":
+                    if b"\r\ncookie: session=s1\r\n" in request.lower():
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwith")
+                    else:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s1\r\nContent-Length: 4\r\n\r\nnone")
                 if mode == "close":  # answers, then closes the keep-alive connection without saying so
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     return
@@ -189,6 +198,20 @@ def test_a_connection_the_node_closed_is_not_used_again():
         pool.close()
     assert statuses == [200, 200, 200]
     assert idle == 1
+
+
+def test_a_user_s_cookies_are_kept_and_sent_as_plain_locust_does():
+    # the suite's jar skips the standard jar's work only while there is nothing to do; a node that sets a cookie gets
+    # it back on the next request, as from plain FastHttpUser's jar
+    with tarpit("cookie") as url:
+        bodies = {}
+        for name, jar_of in (("plain", lambda s: s.cookiejar), ("suite", cookies.install)):
+            session = FastHttpSession(url, Environment().events.request, None)
+            jar = jar_of(session)
+            bodies[name] = [session.get("/").text for _ in range(3)], [c.name for c in jar]
+            session.client.close()
+            assert session.client.cookiejar is jar
+    assert bodies["suite"] == bodies["plain"] == (["none", "with", "with"], ["session"])
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 DECLARED = ["--limit-algorithm", "leaky-bucket", "--limit-burst", "5", "--rejection-statuses", "429,503"]
 
 
+@pytest.mark.alone  # its bursts must go out at once: beside two busy shards, RLC-2.3 came out INCONCLUSIVE (rightly)
 def test_nginx_limit_req_passes_as_configured(tmp_path):
     def one(nodelay: bool) -> dict:
         where = tmp_path / ("nodelay" if nodelay else "delay")

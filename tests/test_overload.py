@@ -58,10 +58,10 @@ def serve(conn):
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwith")
                     else:
                         conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s1\r\nContent-Length: 4\r\n\r\nnone")
-                if mode == "close":  # answers, then closes the keep-alive connection without saying so
+                elif mode == "close":  # answers, then closes the keep-alive connection without saying so
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     return
-                if mode == "drip":
+                elif mode == "drip":
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
                     for _ in range(50):
                         time.sleep(0.2)
@@ -204,14 +204,14 @@ def test_a_user_s_cookies_are_kept_and_sent_as_plain_locust_does():
     # the suite's jar skips the standard jar's work only while there is nothing to do; a node that sets a cookie gets
     # it back on the next request, as from plain FastHttpUser's jar
     with tarpit("cookie") as url:
-        bodies = {}
+        seen = {}  # per jar: the node's answers, and the cookies the jar kept
         for name, jar_of in (("plain", lambda s: s.cookiejar), ("suite", cookies.install)):
             session = FastHttpSession(url, Environment().events.request, None)
             jar = jar_of(session)
-            bodies[name] = [session.get("/").text for _ in range(3)], [c.name for c in jar]
+            seen[name] = [session.get("/").text for _ in range(3)], [c.name for c in jar]
             session.client.close()
             assert session.client.cookiejar is jar
-    assert bodies["suite"] == bodies["plain"] == (["none", "with", "with"], ["session"])
+    assert seen["suite"] == seen["plain"] == (["none", "with", "with"], ["session"])
 
 
 @pytest.mark.integration
